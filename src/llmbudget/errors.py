@@ -1,0 +1,178 @@
+"""Every error llmbudget raises, rooted at one base class.
+
+::
+
+    LLMBudgetError
+     ├── BudgetExceededError          a reserve would pass a limit (scope, limit, spent, held, resets_at)
+     ├── InvalidInputError (ValueError)
+     │    ├── InvalidAmountError      NaN, infinity, negative, bool, not a number, too precise
+     │    └── InvalidDurationError    not a known period or duration, unknown timezone
+     ├── NotFoundError (KeyError)
+     │    ├── UnknownUserError        no budget for this user (the seed raised KeyError)
+     │    ├── UnknownHoldError        settle/release of a hold the store never saw
+     │    └── UnknownModelError       no price for a model; names the closest known models
+     ├── PricingError                 a price or usage block that cannot be priced
+     ├── StoreError                   a store failed in a way that is not the caller's fault
+     │    └── StoreUnavailableError   the store cannot be reached (fail-closed)
+     └── ProviderError                an LLM provider call failed (status, provider, body)
+
+Driver exceptions (sqlite3, psycopg, redis, httpx) never leak: each store translates
+them at its boundary into :class:`StoreError` / :class:`StoreUnavailableError`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+__all__ = [
+    "BudgetExceededError",
+    "InvalidAmountError",
+    "InvalidDurationError",
+    "InvalidInputError",
+    "LLMBudgetError",
+    "NotFoundError",
+    "PricingError",
+    "ProviderError",
+    "StoreError",
+    "StoreUnavailableError",
+    "UnknownHoldError",
+    "UnknownModelError",
+    "UnknownUserError",
+]
+
+
+class LLMBudgetError(Exception):
+    """Base class of every error raised by llmbudget."""
+
+
+class BudgetExceededError(LLMBudgetError):
+    """A call was refused because it would take a scope past its limit.
+
+    Carries who was over (``scope``), the ``limit``, what is ``spent`` and ``held`` in the
+    current window, the ``requested`` amount and when the window resets (``resets_at``,
+    ``None`` for a lifetime budget).
+
+    >>> try:
+    ...     raise BudgetExceededError("user:1", Decimal("1"), Decimal("0.95"), Decimal("0"), Decimal("0.1"))
+    ... except BudgetExceededError as e:
+    ...     print(e.scope, e.remaining)
+    user:1 0.05
+    """
+
+    def __init__(
+        self,
+        scope: str,
+        limit: Decimal,
+        spent: Decimal,
+        held: Decimal,
+        requested: Decimal,
+        resets_at: datetime | None = None,
+        message: str | None = None,
+    ) -> None:
+        self.scope = scope
+        self.limit = limit
+        self.spent = spent
+        self.held = held
+        self.requested = requested
+        self.resets_at = resets_at
+        if message is None:
+            when = f"; resets at {resets_at.isoformat()}" if resets_at else ""
+            message = (
+                f"budget exceeded for {scope}: limit ${limit}, spent ${spent}, "
+                f"held ${held}, requested ${requested}{when}"
+            )
+        super().__init__(message)
+
+    @property
+    def remaining(self) -> Decimal:
+        """What could still be reserved in this window (never negative)."""
+        return max(Decimal(0), self.limit - self.spent - self.held)
+
+    def to_dict(self) -> dict[str, str | None]:
+        """JSON-friendly fields (money as strings so no float creeps in)."""
+        return {
+            "scope": self.scope,
+            "limit": str(self.limit),
+            "spent": str(self.spent),
+            "held": str(self.held),
+            "requested": str(self.requested),
+            "resets_at": self.resets_at.isoformat() if self.resets_at else None,
+        }
+
+
+class InvalidInputError(LLMBudgetError, ValueError):
+    """An argument was refused; nothing was stored."""
+
+
+class InvalidAmountError(InvalidInputError):
+    """Money that is not a finite, non-negative number of dollars."""
+
+
+class InvalidDurationError(InvalidInputError):
+    """A period, duration or timezone that is not understood."""
+
+
+class NotFoundError(LLMBudgetError, KeyError):
+    """Something named does not exist. Also a ``KeyError``, as the seed raised."""
+
+    def __str__(self) -> str:
+        # KeyError.__str__ quotes its argument; a readable message is more useful.
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownUserError(NotFoundError):
+    """The user has no budget in this project."""
+
+    def __init__(self, user: str, project: str | None = None) -> None:
+        self.user = user
+        self.project = project
+        where = f" in project {project!r}" if project else ""
+        super().__init__(f"no budget for user {user!r}{where}; create_budget() first")
+
+
+class UnknownHoldError(NotFoundError):
+    """A hold id the store does not know (never reserved, or purged long after expiry)."""
+
+    def __init__(self, hold_id: str) -> None:
+        self.hold_id = hold_id
+        super().__init__(f"unknown hold {hold_id!r}")
+
+
+class UnknownModelError(NotFoundError):
+    """No price is known for a model. ``suggestions`` lists the closest known names."""
+
+    def __init__(self, model: str, suggestions: list[str] | None = None) -> None:
+        self.model = model
+        self.suggestions = list(suggestions or [])
+        hint = f"; did you mean {', '.join(self.suggestions)}?" if self.suggestions else ""
+        super().__init__(f"no price known for model {model!r}{hint}")
+
+
+class PricingError(LLMBudgetError):
+    """A usage block or price that cannot be turned into a cost."""
+
+
+class StoreError(LLMBudgetError):
+    """The store failed (corrupt data, driver error) through no fault of the caller."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached. Operations fail closed: nothing is reserved or charged."""
+
+
+class ProviderError(LLMBudgetError):
+    """An LLM provider call failed. Nothing was charged for it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status_code: int | None = None,
+        body: object = None,
+    ) -> None:
+        self.provider = provider
+        self.status_code = status_code
+        self.body = body
+        super().__init__(message)

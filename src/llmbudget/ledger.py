@@ -1,0 +1,389 @@
+"""The ledger: reserve the worst case before a call, settle the real cost after.
+
+::
+
+    hold = ledger.reserve([user_budget, team_budget], worst_case)   # all scopes or none
+    try:
+        response = call_the_llm()
+    except Exception:
+        ledger.release(hold)                                         # failed: nothing spent
+        raise
+    ledger.settle(hold, real_cost, model="gpt-4o")                   # idempotent
+
+Holds expire (``hold_ttl``): a process that dies mid-call stops blocking its budget once
+the hold expires. A settle that arrives later still records its spend.
+
+Each operation is written once, as a *plan*: a generator that yields the store calls it
+needs and receives their results. :class:`Ledger` runs plans against a :class:`Store`;
+:class:`AsyncLedger` awaits them against an :class:`AsyncStore` (or runs a synchronous
+store in a worker thread). Neither holds any logic of its own.
+
+>>> from llmbudget.budgets import Budget
+>>> ledger = Ledger("memory://")
+>>> alice = Budget.of("user:alice", 1, "daily")
+>>> with ledger.hold([alice], "0.25") as h:
+...     h.settle("0.10", model="gpt-4o")
+>>> ledger.status(alice).spent
+Decimal('0.1')
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import uuid
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypeVar, cast
+
+from llmbudget.budgets import Budget, BudgetStatus
+from llmbudget.clock import Clock, system_clock
+from llmbudget.errors import BudgetExceededError, InvalidInputError
+from llmbudget.money import MoneyLike, cost_to_units, from_units
+from llmbudget.stores import open_store
+from llmbudget.stores.base import AsyncStore, BudgetRecord, Refusal, SettleResult, Store, Usage
+from llmbudget.stores.base import validate_lines as _validate_lines
+
+__all__ = ["AsyncLedger", "Hold", "HoldHandle", "Ledger"]
+
+T = TypeVar("T")
+Call = tuple[str, tuple[Any, ...]]
+Plan = Generator[Call, Any, T]
+
+DEFAULT_HOLD_TTL = 600.0
+DEFAULT_RETENTION = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A reservation: ``amount`` dollars held on ``scopes`` until settled, released or expired."""
+
+    id: str
+    amount: Decimal
+    scopes: tuple[str, ...]
+    expires_at: float
+    resets_at: tuple[float | None, ...] = field(default=(), compare=False)
+
+
+class _Plans:
+    """Every ledger operation, written once as a plan. Pure: no I/O, no clock reads."""
+
+    def __init__(self, clock: Clock, hold_ttl: float, retention: float, purge_every: float) -> None:
+        if hold_ttl <= 0:
+            raise InvalidInputError("hold_ttl must be positive")
+        self.clock = clock
+        self.hold_ttl = hold_ttl
+        self.retention = retention
+        self.purge_every = purge_every
+        self._next_purge = 0.0
+
+    def reserve(
+        self,
+        budgets: Sequence[Budget],
+        amount: MoneyLike,
+        ttl: float | None,
+        hold_id: str | None,
+    ) -> Plan[Hold]:
+        now = self.clock()
+        units = cost_to_units(amount, what="reserve amount")
+        lines = [b.line(now) for b in budgets]
+        _validate_lines(lines, units)
+        if now >= self._next_purge:
+            # Opportunistic clean-up, so a library user needs no background job.
+            self._next_purge = now + self.purge_every
+            yield ("purge", (now, self.retention))
+        ttl = self.hold_ttl if ttl is None else ttl
+        if ttl <= 0:
+            raise InvalidInputError("ttl must be positive")
+        hold = Hold(
+            id=hold_id or uuid.uuid4().hex,
+            amount=from_units(units),
+            scopes=tuple(b.scope for b in budgets),
+            expires_at=now + ttl,
+            resets_at=tuple(b.window_at(now).end for b in budgets),
+        )
+        refusal: Refusal | None = yield ("reserve", (hold.id, lines, units, hold.expires_at, now))
+        if refusal is not None:
+            budget = budgets[refusal.index]
+            assert budget.limit is not None  # only limited lines are refused
+            raise BudgetExceededError(
+                scope=budget.scope,
+                limit=budget.limit,
+                spent=from_units(refusal.spent),
+                held=from_units(refusal.held),
+                requested=hold.amount,
+                resets_at=budget.window_at(now).end_datetime(budget.period.zone),
+            )
+        return hold
+
+    def settle(self, hold: Hold | str, actual: MoneyLike, model: str | None) -> Plan[Decimal]:
+        units = cost_to_units(actual, what="actual cost")
+        result: SettleResult = yield ("settle", (_hold_id(hold), units, model, self.clock()))
+        return from_units(result.actual)
+
+    def release(self, hold: Hold | str) -> Plan[bool]:
+        released: bool = yield ("release", (_hold_id(hold), self.clock()))
+        return released
+
+    def charge(
+        self, budgets: Sequence[Budget], amount: MoneyLike, model: str | None
+    ) -> Plan[Decimal]:
+        now = self.clock()
+        units = cost_to_units(amount, what="charge amount")
+        lines = [b.line(now) for b in budgets]
+        _validate_lines(lines, units)
+        yield ("charge", (lines, units, model, now))
+        return from_units(units)
+
+    def status(self, budget: Budget) -> Plan[BudgetStatus]:
+        now = self.clock()
+        window = budget.window_at(now)
+        usage: Usage = yield ("usage", (budget.scope, window.key, now))
+        return BudgetStatus(
+            scope=budget.scope,
+            limit=budget.limit,
+            spent=from_units(usage.spent),
+            held=from_units(usage.held),
+            window_start=window.start_datetime(budget.period.zone),
+            resets_at=window.end_datetime(budget.period.zone),
+            by_model={m: from_units(u) for m, u in sorted(usage.by_model.items())},
+        )
+
+    def reset(self, budget: Budget) -> Plan[None]:
+        yield ("reset", (budget.scope, budget.window_at(self.clock()).key))
+
+    def history(self, budget: Budget, limit: int) -> Plan[list[tuple[datetime, Decimal]]]:
+        rows: list[tuple[int, int]] = yield ("history", (budget.scope, limit))
+        zone = budget.period.zone
+        return [(datetime.fromtimestamp(w, zone), from_units(s)) for w, s in rows]
+
+    def purge(self) -> Plan[int]:
+        removed: int = yield ("purge", (self.clock(), self.retention))
+        return removed
+
+    def define(self, budget: Budget) -> Plan[Budget]:
+        yield ("put_budget", (budget.to_record(self.clock()),))
+        return budget
+
+    def get(self, scopes: Sequence[str]) -> Plan[list[Budget | None]]:
+        records: list[BudgetRecord | None] = yield ("get_budgets", (list(scopes),))
+        return [None if r is None else Budget.from_record(r) for r in records]
+
+    def budgets(self, prefix: str) -> Plan[list[Budget]]:
+        records: list[BudgetRecord] = yield ("list_budgets", (prefix,))
+        return [Budget.from_record(r) for r in records]
+
+    def delete(self, scope: str) -> Plan[bool]:
+        deleted: bool = yield ("delete_budget", (scope,))
+        return deleted
+
+
+def _hold_id(hold: Hold | str) -> str:
+    return hold if isinstance(hold, str) else hold.id
+
+
+def _run_sync(plan: Plan[T], store: Store) -> T:
+    try:
+        name, args = next(plan)
+        while True:
+            name, args = plan.send(getattr(store, name)(*args))
+    except StopIteration as done:
+        return cast(T, done.value)
+
+
+async def _run_async(plan: Plan[T], store: AsyncStore | Store) -> T:
+    blocking = isinstance(store, Store)
+    try:
+        name, args = next(plan)
+        while True:
+            method: Callable[..., Any] = getattr(store, name)
+            if blocking:
+                # A synchronous store (SQLite) may wait on a file lock: keep the loop free.
+                result = await asyncio.to_thread(method, *args)
+            else:
+                result = method(*args)
+                if inspect.isawaitable(result):
+                    result = await result
+            name, args = plan.send(result)
+    except StopIteration as done:
+        return cast(T, done.value)
+
+
+class Ledger:
+    """Synchronous ledger over a :class:`Store` (or a store URL; default: ``$LLMBUDGET_STORE``
+    or ``sqlite:///llmbudget.db``)."""
+
+    def __init__(
+        self,
+        store: Store | str | None = None,
+        *,
+        clock: Clock = system_clock,
+        hold_ttl: float = DEFAULT_HOLD_TTL,
+        retention: float = DEFAULT_RETENTION,
+        purge_every: float = 60.0,
+    ) -> None:
+        self.store = store if isinstance(store, Store) else open_store(store)
+        self._plans = _Plans(clock, hold_ttl, retention, purge_every)
+
+    @property
+    def clock(self) -> Clock:
+        return self._plans.clock
+
+    def reserve(
+        self,
+        budgets: Sequence[Budget],
+        amount: MoneyLike,
+        *,
+        ttl: float | None = None,
+        hold_id: str | None = None,
+    ) -> Hold:
+        """Hold ``amount`` on every budget at once, or raise :class:`BudgetExceededError`."""
+        return _run_sync(self._plans.reserve(budgets, amount, ttl, hold_id), self.store)
+
+    def settle(self, hold: Hold | str, actual: MoneyLike, *, model: str | None = None) -> Decimal:
+        """Record the real cost of a held call (idempotent); returns what was recorded."""
+        return _run_sync(self._plans.settle(hold, actual, model), self.store)
+
+    def release(self, hold: Hold | str) -> bool:
+        """Drop a hold without spend (the call failed); ``False`` if it had already ended."""
+        return _run_sync(self._plans.release(hold), self.store)
+
+    def charge(
+        self, budgets: Sequence[Budget], amount: MoneyLike, *, model: str | None = None
+    ) -> Decimal:
+        """Record a cost that already happened, limit or not (the seed's ``update_cost``)."""
+        return _run_sync(self._plans.charge(budgets, amount, model), self.store)
+
+    def status(self, budget: Budget) -> BudgetStatus:
+        return _run_sync(self._plans.status(budget), self.store)
+
+    def reset(self, budget: Budget) -> None:
+        """Zero the spend of the budget's current window."""
+        _run_sync(self._plans.reset(budget), self.store)
+
+    def history(self, budget: Budget, limit: int = 100) -> list[tuple[datetime, Decimal]]:
+        return _run_sync(self._plans.history(budget, limit), self.store)
+
+    def purge(self) -> int:
+        return _run_sync(self._plans.purge(), self.store)
+
+    def define(self, budget: Budget) -> Budget:
+        return _run_sync(self._plans.define(budget), self.store)
+
+    def get(self, scopes: Sequence[str]) -> list[Budget | None]:
+        return _run_sync(self._plans.get(scopes), self.store)
+
+    def budgets(self, prefix: str = "") -> list[Budget]:
+        return _run_sync(self._plans.budgets(prefix), self.store)
+
+    def delete(self, scope: str) -> bool:
+        return _run_sync(self._plans.delete(scope), self.store)
+
+    def hold(
+        self, budgets: Sequence[Budget], amount: MoneyLike, *, ttl: float | None = None
+    ) -> AbstractContextManager[HoldHandle]:
+        """Reserve for a ``with`` block; call ``handle.settle(cost)`` once the call returns."""
+        return self.guard(self.reserve(budgets, amount, ttl=ttl))
+
+    @contextmanager
+    def guard(self, hold: Hold) -> Iterator[HoldHandle]:
+        """End ``hold`` with the block: an exception before settling releases it (the call
+        is taken as failed); a block that ends without settling is charged the full held
+        amount, since its real cost is unknown and under-recording is never an option."""
+        handle = HoldHandle(self, hold)
+        try:
+            yield handle
+        except BaseException:
+            if not handle.done:
+                self.release(hold)
+            raise
+        if not handle.done:
+            handle.settle(hold.amount)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class HoldHandle:
+    """What :meth:`Ledger.hold` yields: settle or release the hold it wraps."""
+
+    def __init__(self, ledger: Ledger, hold: Hold) -> None:
+        self.ledger = ledger
+        self.hold = hold
+        self.done = False
+        self.cost: Decimal | None = None
+
+    def settle(self, actual: MoneyLike, *, model: str | None = None) -> Decimal:
+        self.cost = self.ledger.settle(self.hold, actual, model=model)
+        self.done = True
+        return self.cost
+
+    def release(self) -> None:
+        self.ledger.release(self.hold)
+        self.done = True
+
+
+class AsyncLedger:
+    """The same operations as :class:`Ledger`, awaitable, over an async or sync store."""
+
+    def __init__(
+        self,
+        store: AsyncStore | Store,
+        *,
+        clock: Clock = system_clock,
+        hold_ttl: float = DEFAULT_HOLD_TTL,
+        retention: float = DEFAULT_RETENTION,
+        purge_every: float = 60.0,
+    ) -> None:
+        self.store = store
+        self._plans = _Plans(clock, hold_ttl, retention, purge_every)
+
+    async def reserve(
+        self,
+        budgets: Sequence[Budget],
+        amount: MoneyLike,
+        *,
+        ttl: float | None = None,
+        hold_id: str | None = None,
+    ) -> Hold:
+        return await _run_async(self._plans.reserve(budgets, amount, ttl, hold_id), self.store)
+
+    async def settle(
+        self, hold: Hold | str, actual: MoneyLike, *, model: str | None = None
+    ) -> Decimal:
+        return await _run_async(self._plans.settle(hold, actual, model), self.store)
+
+    async def release(self, hold: Hold | str) -> bool:
+        return await _run_async(self._plans.release(hold), self.store)
+
+    async def charge(
+        self, budgets: Sequence[Budget], amount: MoneyLike, *, model: str | None = None
+    ) -> Decimal:
+        return await _run_async(self._plans.charge(budgets, amount, model), self.store)
+
+    async def status(self, budget: Budget) -> BudgetStatus:
+        return await _run_async(self._plans.status(budget), self.store)
+
+    async def reset(self, budget: Budget) -> None:
+        await _run_async(self._plans.reset(budget), self.store)
+
+    async def history(self, budget: Budget, limit: int = 100) -> list[tuple[datetime, Decimal]]:
+        return await _run_async(self._plans.history(budget, limit), self.store)
+
+    async def purge(self) -> int:
+        return await _run_async(self._plans.purge(), self.store)
+
+    async def define(self, budget: Budget) -> Budget:
+        return await _run_async(self._plans.define(budget), self.store)
+
+    async def get(self, scopes: Sequence[str]) -> list[Budget | None]:
+        return await _run_async(self._plans.get(scopes), self.store)
+
+    async def budgets(self, prefix: str = "") -> list[Budget]:
+        return await _run_async(self._plans.budgets(prefix), self.store)
+
+    async def delete(self, scope: str) -> bool:
+        return await _run_async(self._plans.delete(scope), self.store)

@@ -1,0 +1,192 @@
+"""The store interface: the few atomic operations every backend implements.
+
+Money here is integer nano-dollars (see :mod:`llmbudget.money`) and time is epoch
+seconds passed in by the caller: stores never read a clock and never compute periods.
+The ledger turns budgets into :class:`Line` s (scope, window key, limit) before calling.
+
+Each operation is small enough to be one SQL transaction, one PostgreSQL statement or
+one Redis Lua script. Semantics every store must keep (the conformance suite checks them):
+
+``reserve(hold_id, lines, amount, expires_at, now)``
+    All or nothing: for every line with a limit, ``spent + active holds + amount <= limit``
+    in that line's window, else nothing changes and a :class:`Refusal` names the first
+    line (in the given order) that would go over. Holds whose ``expires_at <= now`` do
+    not count. Reserving again with a ``hold_id`` the store already has changes nothing
+    and succeeds, so a client may retry a reserve whose answer it lost.
+``settle(hold_id, actual, model, now)``
+    Records ``actual`` as spend on every line of the hold (in the windows it was reserved
+    in) and ends the hold. Idempotent: settling again records nothing and returns the
+    first result. Settling a released or expired hold still records the spend, because
+    the money was spent. Unknown ids raise :class:`~llmbudget.errors.UnknownHoldError`.
+``release(hold_id, now)``
+    Ends a hold without spend; ``False`` if it was already settled or released.
+``charge(lines, amount, model, now)``
+    Records spend unconditionally (a cost that has already happened).
+``usage(scope, window, now)``
+    Spent, active holds, and spend per model of one scope's window.
+``purge(now, retention)``
+    Forgets holds that expired more than ``retention`` seconds ago (so a late settle
+    within the retention still lands) and returns how many it removed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from llmbudget.errors import InvalidInputError
+
+__all__ = [
+    "AsyncStore",
+    "BudgetRecord",
+    "Line",
+    "Refusal",
+    "SettleResult",
+    "Store",
+    "Usage",
+    "validate_lines",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One scope's window in an operation, with its limit in nano-dollars (``None``: no limit)."""
+
+    scope: str
+    window: int
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a reserve was refused: the index of the line that would go over, and its state."""
+
+    index: int
+    spent: int
+    held: int
+
+
+@dataclass(frozen=True, slots=True)
+class SettleResult:
+    """What a settle recorded; ``already`` is true when it replayed an earlier settle."""
+
+    actual: int
+    already: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    spent: int = 0
+    held: int = 0
+    by_model: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRecord:
+    """A stored budget definition. ``limit`` is nano-dollars; ``None`` tracks without limit."""
+
+    scope: str
+    limit: int | None
+    duration: str | None
+    timezone: str = "UTC"
+    rolling: bool = False
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class Store(ABC):
+    """A synchronous store. Implementations must be safe to share between threads."""
+
+    # -- ledger ----------------------------------------------------------------------
+    @abstractmethod
+    def reserve(
+        self, hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float
+    ) -> Refusal | None: ...
+
+    @abstractmethod
+    def settle(self, hold_id: str, actual: int, model: str | None, now: float) -> SettleResult: ...
+
+    @abstractmethod
+    def release(self, hold_id: str, now: float) -> bool: ...
+
+    @abstractmethod
+    def charge(self, lines: Sequence[Line], amount: int, model: str | None, now: float) -> None: ...
+
+    @abstractmethod
+    def usage(self, scope: str, window: int, now: float) -> Usage: ...
+
+    @abstractmethod
+    def reset(self, scope: str, window: int) -> None:
+        """Zero the spend (total and per model) of one scope's window."""
+
+    @abstractmethod
+    def history(self, scope: str, limit: int = 100) -> list[tuple[int, int]]:
+        """``(window, spent)`` pairs of a scope, newest window first."""
+
+    @abstractmethod
+    def purge(self, now: float, retention: float) -> int: ...
+
+    # -- budget definitions ----------------------------------------------------------
+    @abstractmethod
+    def put_budget(self, record: BudgetRecord) -> None:
+        """Create or replace the budget of ``record.scope`` (spend is kept)."""
+
+    @abstractmethod
+    def get_budgets(self, scopes: Sequence[str]) -> list[BudgetRecord | None]:
+        """The records of ``scopes``, in order, ``None`` where there is none (one round trip)."""
+
+    @abstractmethod
+    def list_budgets(self, prefix: str) -> list[BudgetRecord]:
+        """Every record whose scope starts with ``prefix``, sorted by scope."""
+
+    @abstractmethod
+    def delete_budget(self, scope: str) -> bool: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
+        """Release connections. The store must not be used afterwards."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncStore(Protocol):
+    """The same operations as :class:`Store`, as coroutines (PostgreSQL, Redis, HTTP)."""
+
+    async def reserve(
+        self, hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float
+    ) -> Refusal | None: ...
+    async def settle(
+        self, hold_id: str, actual: int, model: str | None, now: float
+    ) -> SettleResult: ...
+    async def release(self, hold_id: str, now: float) -> bool: ...
+    async def charge(
+        self, lines: Sequence[Line], amount: int, model: str | None, now: float
+    ) -> None: ...
+    async def usage(self, scope: str, window: int, now: float) -> Usage: ...
+    async def reset(self, scope: str, window: int) -> None: ...
+    async def history(self, scope: str, limit: int = 100) -> list[tuple[int, int]]: ...
+    async def purge(self, now: float, retention: float) -> int: ...
+    async def put_budget(self, record: BudgetRecord) -> None: ...
+    async def get_budgets(self, scopes: Sequence[str]) -> list[BudgetRecord | None]: ...
+    async def list_budgets(self, prefix: str) -> list[BudgetRecord]: ...
+    async def delete_budget(self, scope: str) -> bool: ...
+    async def aclose(self) -> None: ...
+
+
+def validate_lines(lines: Sequence[Line], amount: int) -> None:
+    """Shared argument checks, so every backend refuses the same bad calls the same way."""
+    if not lines:
+        raise InvalidInputError("reserve/charge needs at least one scope")
+    if amount < 0:
+        raise InvalidInputError("amount must not be negative")
+    seen: set[tuple[str, int]] = set()
+    for line in lines:
+        key = (line.scope, line.window)
+        if key in seen:
+            raise InvalidInputError(f"scope {line.scope!r} given twice in one operation")
+        seen.add(key)

@@ -1,0 +1,134 @@
+"""In-process store (``memory://``): dictionaries behind one lock. For tests and single processes."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from llmbudget.errors import UnknownHoldError
+from llmbudget.stores.base import BudgetRecord, Line, Refusal, SettleResult, Store, Usage
+
+__all__ = ["MemoryStore"]
+
+
+@dataclass(slots=True)
+class _Hold:
+    lines: tuple[tuple[str, int], ...]
+    amount: int
+    expires_at: float
+    state: str = "held"  # held | settled | released
+    actual: int = 0
+
+
+class MemoryStore(Store):
+    """Thread-safe, not shared between processes, gone when the process ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spent: dict[tuple[str, int], int] = defaultdict(int)
+        self._by_model: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)
+        self._holds: dict[str, _Hold] = {}
+        self._budgets: dict[str, BudgetRecord] = {}
+
+    def _held(self, key: tuple[str, int], now: float) -> int:
+        return sum(
+            h.amount
+            for h in self._holds.values()
+            if h.state == "held" and h.expires_at > now and key in h.lines
+        )
+
+    def _record(self, keys: Sequence[tuple[str, int]], amount: int, model: str | None) -> None:
+        for key in keys:
+            self._spent[key] += amount
+            if model is not None:
+                models = self._by_model[key]
+                models[model] = models.get(model, 0) + amount
+
+    def reserve(
+        self, hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float
+    ) -> Refusal | None:
+        with self._lock:
+            if hold_id in self._holds:
+                return None
+            for index, line in enumerate(lines):
+                if line.limit is None:
+                    continue
+                key = (line.scope, line.window)
+                spent, held = self._spent.get(key, 0), self._held(key, now)
+                if spent + held + amount > line.limit:
+                    return Refusal(index, spent, held)
+            keys = tuple((line.scope, line.window) for line in lines)
+            self._holds[hold_id] = _Hold(keys, amount, expires_at)
+            return None
+
+    def settle(self, hold_id: str, actual: int, model: str | None, now: float) -> SettleResult:
+        with self._lock:
+            hold = self._holds.get(hold_id)
+            if hold is None:
+                raise UnknownHoldError(hold_id)
+            if hold.state == "settled":
+                return SettleResult(hold.actual, already=True)
+            self._record(hold.lines, actual, model)
+            hold.state, hold.actual = "settled", actual
+            return SettleResult(actual, already=False)
+
+    def release(self, hold_id: str, now: float) -> bool:
+        with self._lock:
+            hold = self._holds.get(hold_id)
+            if hold is None:
+                raise UnknownHoldError(hold_id)
+            if hold.state != "held":
+                return False
+            hold.state = "released"
+            return True
+
+    def charge(self, lines: Sequence[Line], amount: int, model: str | None, now: float) -> None:
+        with self._lock:
+            self._record([(line.scope, line.window) for line in lines], amount, model)
+
+    def usage(self, scope: str, window: int, now: float) -> Usage:
+        key = (scope, window)
+        with self._lock:
+            return Usage(
+                self._spent.get(key, 0),
+                self._held(key, now),
+                dict(self._by_model.get(key, {})),
+            )
+
+    def reset(self, scope: str, window: int) -> None:
+        with self._lock:
+            self._spent.pop((scope, window), None)
+            self._by_model.pop((scope, window), None)
+
+    def history(self, scope: str, limit: int = 100) -> list[tuple[int, int]]:
+        with self._lock:
+            rows = [(w, v) for (s, w), v in self._spent.items() if s == scope]
+        return sorted(rows, reverse=True)[:limit]
+
+    def purge(self, now: float, retention: float) -> int:
+        with self._lock:
+            gone = [k for k, h in self._holds.items() if h.expires_at + retention <= now]
+            for key in gone:
+                del self._holds[key]
+            return len(gone)
+
+    def put_budget(self, record: BudgetRecord) -> None:
+        with self._lock:
+            self._budgets[record.scope] = record
+
+    def get_budgets(self, scopes: Sequence[str]) -> list[BudgetRecord | None]:
+        with self._lock:
+            return [self._budgets.get(scope) for scope in scopes]
+
+    def list_budgets(self, prefix: str) -> list[BudgetRecord]:
+        with self._lock:
+            return sorted(
+                (r for s, r in self._budgets.items() if s.startswith(prefix)),
+                key=lambda r: r.scope,
+            )
+
+    def delete_budget(self, scope: str) -> bool:
+        with self._lock:
+            return self._budgets.pop(scope, None) is not None

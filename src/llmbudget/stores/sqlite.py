@@ -1,0 +1,350 @@
+"""SQLite store (``sqlite:///path``), the zero-setup default.
+
+Safe across threads and processes: WAL journal, one connection per thread and process,
+and every write in a ``BEGIN IMMEDIATE`` transaction, which takes SQLite's single write
+lock before reading, so a check and the write that follows it can never interleave with
+another writer's. ``busy_timeout`` makes waiting writers queue instead of failing.
+
+Durability: ``synchronous=NORMAL`` in WAL mode loses nothing when the *process* is
+killed (kill -9): a committed transaction is in the WAL file, which the next open
+replays. Only an OS crash or power cut can lose the last transactions; pass
+``?synchronous=FULL`` in the URL to fsync every commit for that too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
+
+from llmbudget.errors import InvalidInputError, StoreError, StoreUnavailableError, UnknownHoldError
+from llmbudget.stores.base import BudgetRecord, Line, Refusal, SettleResult, Store, Usage
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+# Each entry upgrades the schema by one version (PRAGMA user_version); never edit old ones.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE spend (
+        scope TEXT NOT NULL, window INTEGER NOT NULL, spent INTEGER NOT NULL,
+        PRIMARY KEY (scope, window)) WITHOUT ROWID;
+    CREATE TABLE spend_model (
+        scope TEXT NOT NULL, window INTEGER NOT NULL, model TEXT NOT NULL,
+        spent INTEGER NOT NULL, PRIMARY KEY (scope, window, model)) WITHOUT ROWID;
+    CREATE TABLE holds (
+        id TEXT PRIMARY KEY, amount INTEGER NOT NULL, expires_at REAL NOT NULL,
+        state TEXT NOT NULL, actual INTEGER NOT NULL DEFAULT 0, lines TEXT NOT NULL);
+    CREATE INDEX holds_expires ON holds (expires_at);
+    -- Only holds still counting live here, so the sum of active holds stays a short scan.
+    CREATE TABLE active_holds (
+        scope TEXT NOT NULL, window INTEGER NOT NULL, hold_id TEXT NOT NULL,
+        amount INTEGER NOT NULL, expires_at REAL NOT NULL,
+        PRIMARY KEY (scope, window, hold_id)) WITHOUT ROWID;
+    CREATE TABLE budgets (
+        scope TEXT PRIMARY KEY, limit_units INTEGER, duration TEXT,
+        timezone TEXT NOT NULL, rolling INTEGER NOT NULL,
+        created_at REAL NOT NULL, updated_at REAL NOT NULL) WITHOUT ROWID;
+    """,
+)
+
+_SPENT = "SELECT spent FROM spend WHERE scope = ? AND window = ?"
+_HELD = (
+    "SELECT COALESCE(SUM(amount), 0) FROM active_holds "
+    "WHERE scope = ? AND window = ? AND expires_at > ?"
+)
+_ADD_SPEND = (
+    "INSERT INTO spend (scope, window, spent) VALUES (?, ?, ?) "
+    "ON CONFLICT (scope, window) DO UPDATE SET spent = spent + excluded.spent"
+)
+_ADD_MODEL_SPEND = (
+    "INSERT INTO spend_model (scope, window, model, spent) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (scope, window, model) DO UPDATE SET spent = spent + excluded.spent"
+)
+_BUDGET_COLUMNS = "scope, limit_units, duration, timezone, rolling, created_at, updated_at"
+
+
+class SQLiteStore(Store):
+    """SQLite-backed store. ``path`` may be ``":memory:"`` only for single-connection use."""
+
+    def __init__(
+        self, path: str = "llmbudget.db", *, timeout: float = 30.0, synchronous: str = "NORMAL"
+    ) -> None:
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise InvalidInputError(f"unknown synchronous mode {synchronous!r}")
+        self.path = path
+        self._timeout = timeout
+        self._synchronous = synchronous.upper()
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        directory = os.path.dirname(os.path.abspath(path))
+        if path != ":memory:" and not os.path.isdir(directory):
+            raise StoreUnavailableError(f"directory of SQLite database {path!r} does not exist")
+        self._guard(self._migrate)
+
+    # -- connections -----------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        # A forked child must not reuse its parent's connection.
+        if conn is None or self._local.pid != os.getpid():
+            conn = sqlite3.connect(
+                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+            self._local.conn, self._local.pid = conn, os.getpid()
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    def _guard(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``, translating driver errors at the store boundary."""
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if "locked" in text or "busy" in text or "unable to open" in text:
+                raise StoreUnavailableError(f"SQLite store {self.path!r}: {exc}") from exc
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._write() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={number}")
+
+    def close(self) -> None:
+        with self._all_lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # -- ledger ----------------------------------------------------------------------
+
+    def reserve(
+        self, hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float
+    ) -> Refusal | None:
+        def run() -> Refusal | None:
+            with self._write() as conn:
+                if conn.execute("SELECT 1 FROM holds WHERE id = ?", (hold_id,)).fetchone():
+                    return None
+                for index, line in enumerate(lines):
+                    if line.limit is None:
+                        continue
+                    row = conn.execute(_SPENT, (line.scope, line.window)).fetchone()
+                    spent = row[0] if row else 0
+                    held = conn.execute(_HELD, (line.scope, line.window, now)).fetchone()[0]
+                    if spent + held + amount > line.limit:
+                        return Refusal(index, spent, held)
+                keys = [[line.scope, line.window] for line in lines]
+                conn.execute(
+                    "INSERT INTO holds (id, amount, expires_at, state, lines) "
+                    "VALUES (?, ?, ?, 'held', ?)",
+                    (hold_id, amount, expires_at, json.dumps(keys)),
+                )
+                conn.executemany(
+                    "INSERT INTO active_holds VALUES (?, ?, ?, ?, ?)",
+                    [(s, w, hold_id, amount, expires_at) for s, w in keys],
+                )
+                return None
+
+        return self._guard(run)
+
+    def _end_hold(self, conn: sqlite3.Connection, hold_id: str, lines: str) -> list[list[object]]:
+        keys: list[list[object]] = json.loads(lines)
+        conn.executemany(
+            "DELETE FROM active_holds WHERE scope = ? AND window = ? AND hold_id = ?",
+            [(s, w, hold_id) for s, w in keys],
+        )
+        return keys
+
+    def settle(self, hold_id: str, actual: int, model: str | None, now: float) -> SettleResult:
+        def run() -> SettleResult:
+            with self._write() as conn:
+                row = conn.execute(
+                    "SELECT state, actual, lines FROM holds WHERE id = ?", (hold_id,)
+                ).fetchone()
+                if row is None:
+                    raise UnknownHoldError(hold_id)
+                state, previous, lines = row
+                if state == "settled":
+                    return SettleResult(previous, already=True)
+                keys = self._end_hold(conn, hold_id, lines)
+                _record(conn, keys, actual, model)
+                conn.execute(
+                    "UPDATE holds SET state = 'settled', actual = ? WHERE id = ?",
+                    (actual, hold_id),
+                )
+                return SettleResult(actual, already=False)
+
+        return self._guard(run)
+
+    def release(self, hold_id: str, now: float) -> bool:
+        def run() -> bool:
+            with self._write() as conn:
+                row = conn.execute(
+                    "SELECT state, lines FROM holds WHERE id = ?", (hold_id,)
+                ).fetchone()
+                if row is None:
+                    raise UnknownHoldError(hold_id)
+                if row[0] != "held":
+                    return False
+                self._end_hold(conn, hold_id, row[1])
+                conn.execute("UPDATE holds SET state = 'released' WHERE id = ?", (hold_id,))
+                return True
+
+        return self._guard(run)
+
+    def charge(self, lines: Sequence[Line], amount: int, model: str | None, now: float) -> None:
+        def run() -> None:
+            with self._write() as conn:
+                _record(conn, [[line.scope, line.window] for line in lines], amount, model)
+
+        self._guard(run)
+
+    def usage(self, scope: str, window: int, now: float) -> Usage:
+        def run() -> Usage:
+            conn = self._conn()
+            # One read transaction, so spent, held and per-model agree with each other.
+            conn.execute("BEGIN")
+            try:
+                row = conn.execute(_SPENT, (scope, window)).fetchone()
+                held = conn.execute(_HELD, (scope, window, now)).fetchone()[0]
+                models = conn.execute(
+                    "SELECT model, spent FROM spend_model WHERE scope = ? AND window = ?",
+                    (scope, window),
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            return Usage(row[0] if row else 0, held, dict(models))
+
+        return self._guard(run)
+
+    def reset(self, scope: str, window: int) -> None:
+        def run() -> None:
+            with self._write() as conn:
+                conn.execute("DELETE FROM spend WHERE scope = ? AND window = ?", (scope, window))
+                conn.execute(
+                    "DELETE FROM spend_model WHERE scope = ? AND window = ?", (scope, window)
+                )
+
+        self._guard(run)
+
+    def history(self, scope: str, limit: int = 100) -> list[tuple[int, int]]:
+        def run() -> list[tuple[int, int]]:
+            rows = self._conn().execute(
+                "SELECT window, spent FROM spend WHERE scope = ? ORDER BY window DESC LIMIT ?",
+                (scope, limit),
+            )
+            return [(w, s) for w, s in rows]
+
+        return self._guard(run)
+
+    def purge(self, now: float, retention: float) -> int:
+        def run() -> int:
+            with self._write() as conn:
+                # Expired holds stop counting at once; their rows are only kept for late settles.
+                conn.execute("DELETE FROM active_holds WHERE expires_at <= ?", (now,))
+                cursor = conn.execute("DELETE FROM holds WHERE expires_at <= ?", (now - retention,))
+                return cursor.rowcount
+
+        return self._guard(run)
+
+    # -- budget definitions ----------------------------------------------------------
+
+    def put_budget(self, record: BudgetRecord) -> None:
+        def run() -> None:
+            with self._write() as conn:
+                conn.execute(
+                    f"INSERT OR REPLACE INTO budgets ({_BUDGET_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.scope,
+                        record.limit,
+                        record.duration,
+                        record.timezone,
+                        int(record.rolling),
+                        record.created_at,
+                        record.updated_at,
+                    ),
+                )
+
+        self._guard(run)
+
+    def get_budgets(self, scopes: Sequence[str]) -> list[BudgetRecord | None]:
+        def run() -> list[BudgetRecord | None]:
+            if not scopes:
+                return []
+            marks = ",".join("?" * len(scopes))
+            rows = self._conn().execute(
+                f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE scope IN ({marks})", tuple(scopes)
+            )
+            found = {row[0]: _budget(row) for row in rows}
+            return [found.get(scope) for scope in scopes]
+
+        return self._guard(run)
+
+    def list_budgets(self, prefix: str) -> list[BudgetRecord]:
+        def run() -> list[BudgetRecord]:
+            # A range scan rather than LIKE, so '%' and '_' in scopes need no escaping.
+            rows = self._conn().execute(
+                f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE scope >= ? AND scope < ? "
+                "ORDER BY scope",
+                (prefix, prefix + "\U0010ffff"),
+            )
+            return [_budget(row) for row in rows]
+
+        return self._guard(run)
+
+    def delete_budget(self, scope: str) -> bool:
+        def run() -> bool:
+            with self._write() as conn:
+                return conn.execute("DELETE FROM budgets WHERE scope = ?", (scope,)).rowcount > 0
+
+        return self._guard(run)
+
+
+def _record(
+    conn: sqlite3.Connection, keys: Sequence[Sequence[object]], amount: int, model: str | None
+) -> None:
+    conn.executemany(_ADD_SPEND, [(s, w, amount) for s, w in keys])
+    if model is not None:
+        conn.executemany(_ADD_MODEL_SPEND, [(s, w, model, amount) for s, w in keys])
+
+
+def _budget(row: Sequence[object]) -> BudgetRecord:
+    scope, limit, duration, timezone, rolling, created_at, updated_at = row
+    return BudgetRecord(
+        scope=str(scope),
+        limit=None if limit is None else int(limit),  # type: ignore[call-overload]
+        duration=None if duration is None else str(duration),
+        timezone=str(timezone),
+        rolling=bool(rolling),
+        created_at=float(created_at),  # type: ignore[arg-type]
+        updated_at=float(updated_at),  # type: ignore[arg-type]
+    )
