@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llmbudget.clock import FrozenClock
+from llmbudget.stores.base import Store
+from tests.storekit import FACTORIES
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Every store backend in turn: the conformance suite runs each test on all of them."""
+    with FACTORIES[request.param](tmp_path) as opened:
+        yield opened
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    # 2026-03-15 12:00:00 UTC, a Sunday: far from any boundary unless a test moves it.
+    return FrozenClock(1_773_576_000.0)
