@@ -28,7 +28,8 @@ def test_to_money_is_exact(value: object, expected: Decimal) -> None:
 
 def test_float_goes_through_repr_not_binary() -> None:
     assert to_money(0.1) + to_money(0.2) == Decimal("0.3")
-    assert to_money(0.1) != Decimal(0.1)  # the binary expansion is not what the user meant
+    # The binary expansion is not what the user meant.
+    assert to_money(0.1) != Decimal(0.1)  # noqa: RUF032
 
 
 @pytest.mark.parametrize(
