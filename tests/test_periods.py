@@ -74,7 +74,8 @@ def test_rolling_month_from_jan31_clamps_to_month_end() -> None:
     assert window("1mo", "2024-03-01T00:00:00", anchor, rolling=True) == (
         "2024-02-29T14:37:00+00:00", "2024-03-31T14:37:00+00:00")  # fmt: skip
     assert window("1mo", "2025-02-28T15:00:00", anchor, rolling=True)[0] == (
-        "2025-02-28T14:37:00+00:00")
+        "2025-02-28T14:37:00+00:00"
+    )
 
 
 def test_leap_day_daily_and_yearly() -> None:
@@ -90,7 +91,8 @@ def test_year_end() -> None:
         "2026-01-01T00:00:00+00:00", "2027-01-01T00:00:00+00:00")  # fmt: skip
     assert window("daily", "2027-01-01T00:00:00")[0] == "2027-01-01T00:00:00+00:00"
     assert window("monthly", "2026-12-31T23:00:00", tz="Pacific/Kiritimati")[1] == (
-        "2027-01-01T00:00:00+14:00")
+        "2027-01-01T00:00:00+14:00"
+    )
 
 
 def test_dst_spring_forward_day_is_23_hours() -> None:
@@ -126,7 +128,8 @@ def test_multi_day_windows_count_from_anchor_day() -> None:
     assert window("30d", "2026-02-05T00:00:00", "2026-01-10T15:00:00") == (
         "2026-01-10T00:00:00+00:00", "2026-02-09T00:00:00+00:00")  # fmt: skip
     assert window("30d", "2026-02-09T00:00:00", "2026-01-10T15:00:00")[0] == (
-        "2026-02-09T00:00:00+00:00")
+        "2026-02-09T00:00:00+00:00"
+    )
 
 
 def test_rolling_daily_keeps_wall_clock_time_across_dst() -> None:
