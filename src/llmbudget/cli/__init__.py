@@ -12,6 +12,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Budgets for LLM API calls that never overspend."""
+
+
 def main() -> None:
     """Entry point of the ``llmbudget`` console script."""
     _register()
