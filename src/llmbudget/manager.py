@@ -32,7 +32,7 @@ from urllib.parse import unquote
 
 from llmbudget.budgets import Budget, BudgetStatus, scope_key
 from llmbudget.clock import Clock, system_clock
-from llmbudget.errors import InvalidInputError, UnknownUserError
+from llmbudget.errors import InvalidAmountError, InvalidInputError, UnknownUserError
 from llmbudget.ledger import DEFAULT_HOLD_TTL, Hold, HoldHandle, Ledger
 from llmbudget.money import MoneyLike
 from llmbudget.periods import Period
@@ -100,14 +100,14 @@ class BudgetManager:
         elif client_type == "hosted":
             if store is not None:
                 raise InvalidInputError("client_type='hosted' talks to api_base; pass no store")
-            from llmbudget.stores.http import HttpStore
-
             base = api_base or os.environ.get("LLMBUDGET_SERVER")
             if not base:
                 raise InvalidInputError(
                     "client_type='hosted' needs api_base (or $LLMBUDGET_SERVER): the URL of an "
                     "`llmbudget serve` budget server"
                 )
+            from llmbudget.stores.http import HttpStore
+
             backend = HttpStore(base, headers=headers)
         else:
             raise InvalidInputError(f"client_type must be 'local' or 'hosted', not {client_type!r}")
@@ -162,6 +162,8 @@ class BudgetManager:
         for an existing user changes the budget but keeps the spend already recorded (use
         :meth:`reset_cost` to zero it); ``created_at`` then defaults to the original one.
         """
+        if total_budget is None:
+            raise InvalidAmountError("total_budget is required (a number of dollars)")
         scope = self._scope(user)
         existing = self.ledger.get([scope])[0]
         if created_at is None:
