@@ -27,6 +27,14 @@ one Redis Lua script. Semantics every store must keep (the conformance suite che
 ``purge(now, retention)``
     Forgets holds that expired more than ``retention`` seconds ago (so a late settle
     within the retention still lands) and returns how many it removed.
+
+Beside the ledger, two small generic facilities serve the server and the gateway, so
+that they need no storage of their own on any backend:
+
+*documents*: JSON objects by ``(kind, key)`` — virtual keys, alert markers.
+    ``create_doc`` inserts only if absent and says whether it did (atomic, so "fire this
+    alert once per window" holds across server workers).
+*logs*: append-only JSON entries by ``kind`` with a timestamp — the gateway's spend log.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from llmbudget.errors import InvalidInputError
 
@@ -42,6 +50,7 @@ __all__ = [
     "AsyncStore",
     "BudgetRecord",
     "Line",
+    "LogEntry",
     "Refusal",
     "SettleResult",
     "Store",
@@ -81,6 +90,14 @@ class Usage:
     spent: int = 0
     held: int = 0
     by_model: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One appended log entry: when, and its JSON data."""
+
+    at: float
+    data: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +161,34 @@ class Store(ABC):
     @abstractmethod
     def delete_budget(self, scope: str) -> bool: ...
 
+    # -- documents and logs -----------------------------------------------------------
+    @abstractmethod
+    def put_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> None:
+        """Create or replace a JSON document."""
+
+    @abstractmethod
+    def create_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> bool:
+        """Insert a document only if none has this key; ``True`` if this call inserted it."""
+
+    @abstractmethod
+    def get_doc(self, kind: str, key: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def list_docs(self, kind: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        """``(key, data)`` of every document of ``kind`` whose key starts with ``prefix``, by key."""
+
+    @abstractmethod
+    def delete_doc(self, kind: str, key: str) -> bool: ...
+
+    @abstractmethod
+    def append_log(self, kind: str, at: float, data: Mapping[str, Any]) -> None: ...
+
+    @abstractmethod
+    def read_log(
+        self, kind: str, since: float = 0.0, until: float = float("inf"), limit: int = 100
+    ) -> list[LogEntry]:
+        """Entries with ``since <= at < until``, newest first, at most ``limit``."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections. The store must not be used afterwards."""
 
@@ -175,6 +220,15 @@ class AsyncStore(Protocol):
     async def get_budgets(self, scopes: Sequence[str]) -> list[BudgetRecord | None]: ...
     async def list_budgets(self, prefix: str) -> list[BudgetRecord]: ...
     async def delete_budget(self, scope: str) -> bool: ...
+    async def put_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> None: ...
+    async def create_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> bool: ...
+    async def get_doc(self, kind: str, key: str) -> dict[str, Any] | None: ...
+    async def list_docs(self, kind: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]: ...
+    async def delete_doc(self, kind: str, key: str) -> bool: ...
+    async def append_log(self, kind: str, at: float, data: Mapping[str, Any]) -> None: ...
+    async def read_log(
+        self, kind: str, since: float = 0.0, until: float = float("inf"), limit: int = 100
+    ) -> list[LogEntry]: ...
     async def aclose(self) -> None: ...
 
 

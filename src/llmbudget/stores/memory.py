@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from llmbudget.errors import UnknownHoldError
-from llmbudget.stores.base import BudgetRecord, Line, Refusal, SettleResult, Store, Usage
+from llmbudget.stores.base import (
+    BudgetRecord,
+    Line,
+    LogEntry,
+    Refusal,
+    SettleResult,
+    Store,
+    Usage,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -31,6 +42,8 @@ class MemoryStore(Store):
         self._by_model: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)
         self._holds: dict[str, _Hold] = {}
         self._budgets: dict[str, BudgetRecord] = {}
+        self._docs: dict[tuple[str, str], dict[str, Any]] = {}
+        self._logs: dict[str, list[LogEntry]] = defaultdict(list)
 
     def _held(self, key: tuple[str, int], now: float) -> int:
         return sum(
@@ -132,3 +145,54 @@ class MemoryStore(Store):
     def delete_budget(self, scope: str) -> bool:
         with self._lock:
             return self._budgets.pop(scope, None) is not None
+
+    # Documents are copied through JSON on the way in, so callers cannot mutate stored
+    # state and every backend accepts and returns exactly the same values.
+    def put_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> None:
+        stored = _json_copy(data)
+        with self._lock:
+            self._docs[(kind, key)] = stored
+
+    def create_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> bool:
+        stored = _json_copy(data)
+        with self._lock:
+            if (kind, key) in self._docs:
+                return False
+            self._docs[(kind, key)] = stored
+            return True
+
+    def get_doc(self, kind: str, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._docs.get((kind, key))
+            return None if found is None else copy.deepcopy(found)
+
+    def list_docs(self, kind: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            rows = [
+                (k, copy.deepcopy(v))
+                for (kd, k), v in self._docs.items()
+                if kd == kind and k.startswith(prefix)
+            ]
+        return sorted(rows, key=lambda row: row[0])
+
+    def delete_doc(self, kind: str, key: str) -> bool:
+        with self._lock:
+            return self._docs.pop((kind, key), None) is not None
+
+    def append_log(self, kind: str, at: float, data: Mapping[str, Any]) -> None:
+        entry = LogEntry(at, _json_copy(data))
+        with self._lock:
+            self._logs[kind].append(entry)
+
+    def read_log(
+        self, kind: str, since: float = 0.0, until: float = float("inf"), limit: int = 100
+    ) -> list[LogEntry]:
+        with self._lock:
+            rows = [e for e in self._logs.get(kind, []) if since <= e.at < until]
+        rows.sort(key=lambda e: e.at, reverse=True)
+        return [LogEntry(e.at, copy.deepcopy(dict(e.data))) for e in rows[:limit]]
+
+
+def _json_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    copied: dict[str, Any] = json.loads(json.dumps(dict(data)))
+    return copied

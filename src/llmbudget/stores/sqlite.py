@@ -17,12 +17,20 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from llmbudget.errors import InvalidInputError, StoreError, StoreUnavailableError, UnknownHoldError
-from llmbudget.stores.base import BudgetRecord, Line, Refusal, SettleResult, Store, Usage
+from llmbudget.stores.base import (
+    BudgetRecord,
+    Line,
+    LogEntry,
+    Refusal,
+    SettleResult,
+    Store,
+    Usage,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -50,6 +58,14 @@ _MIGRATIONS: tuple[str, ...] = (
         scope TEXT PRIMARY KEY, limit_units INTEGER, duration TEXT,
         timezone TEXT NOT NULL, rolling INTEGER NOT NULL,
         created_at REAL NOT NULL, updated_at REAL NOT NULL) WITHOUT ROWID;
+    """,
+    """
+    CREATE TABLE docs (
+        kind TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL,
+        PRIMARY KEY (kind, key)) WITHOUT ROWID;
+    CREATE TABLE logs (
+        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, at REAL NOT NULL, data TEXT NOT NULL);
+    CREATE INDEX logs_kind_at ON logs (kind, at);
     """,
 )
 
@@ -328,6 +344,84 @@ class SQLiteStore(Store):
 
         return self._guard(run)
 
+    # -- documents and logs -----------------------------------------------------------
+
+    def put_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> None:
+        text = json.dumps(dict(data))
+
+        def run() -> None:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO docs (kind, key, data) VALUES (?, ?, ?)",
+                    (kind, key, text),
+                )
+
+        self._guard(run)
+
+    def create_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> bool:
+        text = json.dumps(dict(data))
+
+        def run() -> bool:
+            with self._write() as conn:
+                cursor = conn.execute(
+                    "INSERT INTO docs (kind, key, data) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    (kind, key, text),
+                )
+                return cursor.rowcount > 0
+
+        return self._guard(run)
+
+    def get_doc(self, kind: str, key: str) -> dict[str, Any] | None:
+        def run() -> dict[str, Any] | None:
+            row = (
+                self._conn()
+                .execute("SELECT data FROM docs WHERE kind = ? AND key = ?", (kind, key))
+                .fetchone()
+            )
+            return None if row is None else _load(row[0])
+
+        return self._guard(run)
+
+    def list_docs(self, kind: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        def run() -> list[tuple[str, dict[str, Any]]]:
+            rows = self._conn().execute(
+                "SELECT key, data FROM docs WHERE kind = ? AND key >= ? AND key < ? ORDER BY key",
+                (kind, prefix, prefix + "\U0010ffff"),
+            )
+            return [(key, _load(data)) for key, data in rows]
+
+        return self._guard(run)
+
+    def delete_doc(self, kind: str, key: str) -> bool:
+        def run() -> bool:
+            with self._write() as conn:
+                cursor = conn.execute("DELETE FROM docs WHERE kind = ? AND key = ?", (kind, key))
+                return cursor.rowcount > 0
+
+        return self._guard(run)
+
+    def append_log(self, kind: str, at: float, data: Mapping[str, Any]) -> None:
+        text = json.dumps(dict(data))
+
+        def run() -> None:
+            with self._write() as conn:
+                conn.execute("INSERT INTO logs (kind, at, data) VALUES (?, ?, ?)", (kind, at, text))
+
+        self._guard(run)
+
+    def read_log(
+        self, kind: str, since: float = 0.0, until: float = float("inf"), limit: int = 100
+    ) -> list[LogEntry]:
+        def run() -> list[LogEntry]:
+            rows = self._conn().execute(
+                "SELECT at, data FROM logs WHERE kind = ? AND at >= ? AND at < ? "
+                "ORDER BY at DESC, id DESC LIMIT ?",
+                (kind, since, min(until, 1e300), limit),
+            )
+            return [LogEntry(at, _load(data)) for at, data in rows]
+
+        return self._guard(run)
+
 
 def _record(
     conn: sqlite3.Connection, keys: Sequence[Sequence[object]], amount: int, model: str | None
@@ -348,3 +442,8 @@ def _budget(row: Sequence[object]) -> BudgetRecord:
         created_at=float(created_at),  # type: ignore[arg-type]
         updated_at=float(updated_at),  # type: ignore[arg-type]
     )
+
+
+def _load(text: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(text)
+    return data
