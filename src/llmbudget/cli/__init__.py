@@ -26,6 +26,7 @@ def main() -> None:
 def _register() -> None:
     # Subcommand modules are imported here, not at import time of the package, so that
     # `import llmbudget` never pays for typer/rich command trees it does not use.
-    from llmbudget.cli import demo
+    from llmbudget.cli import demo, prices
 
     demo.register(app)
+    prices.register(app)
