@@ -26,7 +26,23 @@ PROJECT = "llmbudget-demo"
 MODEL = "gpt-4o-mini"
 MAX_TOKENS = 400
 USERS = {"alice": "0.002", "bob": "0.005", "carol": "0.01"}
-WORDS = "the budget holds every call before it is sent and settles the real cost after".split()
+WORDS = [
+    "the",
+    "budget",
+    "holds",
+    "every",
+    "call",
+    "before",
+    "it",
+    "is",
+    "sent",
+    "and",
+    "settles",
+    "the",
+    "real",
+    "cost",
+    "after",
+]
 
 
 @dataclass
