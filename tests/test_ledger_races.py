@@ -69,9 +69,14 @@ def test_16_threads_exactly_ten_win(backend: str, settles: str, tmp_path: Path) 
             assert status.spent == Decimal("1.00")
 
 
-def _process(url: str, barrier: Any, amounts: list[str], index: int, out: Any) -> None:
+def _process(
+    url: str, barrier: Any, settled: Any, amounts: list[str], index: int, out: Any
+) -> None:
     ledger = Ledger(open_store(url))
     won = _contend(ledger, barrier, 16)
+    # Settling below the hold frees room; wait until every process has finished reserving,
+    # or a late reserve elsewhere could rightly win an 11th slot.
+    settled.wait()
     out.put((len(won), str(_settle(ledger, won, amounts, index * 16))))
 
 
@@ -85,9 +90,10 @@ def test_4_processes_of_16_threads_exactly_ten_win(
         url = getattr(store, "url", None) or f"sqlite:///{tmp_path / 'ledger.db'}"
         ctx = mp.get_context("spawn")
         barrier = ctx.Barrier(4 * 16)
+        settled = ctx.Barrier(4)
         out = ctx.Queue()
         procs = [
-            ctx.Process(target=_process, args=(url, barrier, SETTLES[settles], i, out))
+            ctx.Process(target=_process, args=(url, barrier, settled, SETTLES[settles], i, out))
             for i in range(4)
         ]
         for p in procs:

@@ -41,16 +41,24 @@ class MemoryStore(Store):
         self._spent: dict[tuple[str, int], int] = defaultdict(int)
         self._by_model: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)
         self._holds: dict[str, _Hold] = {}
+        # Holds still counting, per (scope, window): reserves scan only these, not every
+        # hold kept for late settles.
+        self._active: dict[tuple[str, int], dict[str, _Hold]] = defaultdict(dict)
         self._budgets: dict[str, BudgetRecord] = {}
         self._docs: dict[tuple[str, str], dict[str, Any]] = {}
         self._logs: dict[str, list[LogEntry]] = defaultdict(list)
 
     def _held(self, key: tuple[str, int], now: float) -> int:
-        return sum(
-            h.amount
-            for h in self._holds.values()
-            if h.state == "held" and h.expires_at > now and key in h.lines
-        )
+        active = self._active.get(key)
+        return sum(h.amount for h in active.values() if h.expires_at > now) if active else 0
+
+    def _deactivate(self, hold_id: str, hold: _Hold) -> None:
+        for key in hold.lines:
+            active = self._active.get(key)
+            if active is not None:
+                active.pop(hold_id, None)
+                if not active:
+                    del self._active[key]
 
     def _record(self, keys: Sequence[tuple[str, int]], amount: int, model: str | None) -> None:
         for key in keys:
@@ -73,7 +81,9 @@ class MemoryStore(Store):
                 if spent + held + amount > line.limit:
                     return Refusal(index, spent, held)
             keys = tuple((line.scope, line.window) for line in lines)
-            self._holds[hold_id] = _Hold(keys, amount, expires_at)
+            hold = self._holds[hold_id] = _Hold(keys, amount, expires_at)
+            for key in keys:
+                self._active[key][hold_id] = hold
             return None
 
     def settle(self, hold_id: str, actual: int, model: str | None, now: float) -> SettleResult:
@@ -84,6 +94,7 @@ class MemoryStore(Store):
             if hold.state == "settled":
                 return SettleResult(hold.actual, already=True)
             self._record(hold.lines, actual, model)
+            self._deactivate(hold_id, hold)
             hold.state, hold.actual = "settled", actual
             return SettleResult(actual, already=False)
 
@@ -94,6 +105,7 @@ class MemoryStore(Store):
                 raise UnknownHoldError(hold_id)
             if hold.state != "held":
                 return False
+            self._deactivate(hold_id, hold)
             hold.state = "released"
             return True
 
@@ -122,6 +134,9 @@ class MemoryStore(Store):
 
     def purge(self, now: float, retention: float) -> int:
         with self._lock:
+            for hold_id, hold in list(self._holds.items()):
+                if hold.expires_at <= now:
+                    self._deactivate(hold_id, hold)
             gone = [k for k, h in self._holds.items() if h.expires_at + retention <= now]
             for key in gone:
                 del self._holds[key]
@@ -189,6 +204,8 @@ class MemoryStore(Store):
     ) -> list[LogEntry]:
         with self._lock:
             rows = [e for e in self._logs.get(kind, []) if since <= e.at < until]
+        # Newest first; among equal times the later append first, as the SQL stores do.
+        rows.reverse()
         rows.sort(key=lambda e: e.at, reverse=True)
         return [LogEntry(e.at, copy.deepcopy(dict(e.data))) for e in rows[:limit]]
 
