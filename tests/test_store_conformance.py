@@ -664,7 +664,7 @@ def test_redis_cluster_client_on_a_one_node_cluster(tmp_path: Path) -> None:
         async def run_async() -> None:
             astore = AsyncRedisStore(f"redis+cluster://127.0.0.1:{port}?prefix=c")
             try:
-                assert (await astore.usage("user:{1}", user.line(NOW).window, NOW)).spent == (
+                assert (await astore.usage("user:{1}", user.window_at(NOW).key, NOW)).spent == (
                     550_000_000
                 )
             finally:

@@ -81,9 +81,10 @@ class Budget:
     def window_at(self, now: float) -> Window:
         return self.period.window_at(now, self.created_at)
 
-    def line(self, now: float) -> Line:
+    def line(self, window: Window) -> Line:
+        """This budget's store line for ``window`` (see :meth:`window_at`)."""
         limit = None if self.limit is None else to_units(self.limit)
-        return Line(self.scope, self.window_at(now).key, limit)
+        return Line(self.scope, window.key, limit)
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,7 +89,8 @@ class _Plans:
     ) -> Plan[Hold]:
         now = self.clock()
         units = cost_to_units(amount, what="reserve amount")
-        lines = [b.line(now) for b in budgets]
+        windows = [b.window_at(now) for b in budgets]
+        lines = [b.line(w) for b, w in zip(budgets, windows, strict=True)]
         _validate_lines(lines, units)
         if now >= self._next_purge:
             # Opportunistic clean-up, so a library user needs no background job.
@@ -103,7 +104,7 @@ class _Plans:
             amount=from_units(units),
             scopes=tuple(b.scope for b in budgets),
             expires_at=now + ttl,
-            resets_at=tuple(b.window_at(now).end for b in budgets),
+            resets_at=tuple(w.end for w in windows),
         )
         refusal: Refusal | None = yield ("reserve", (hold.id, lines, units, hold.expires_at, now))
         if refusal is not None:
@@ -115,7 +116,7 @@ class _Plans:
                 spent=from_units(refusal.spent),
                 held=from_units(refusal.held),
                 requested=hold.amount,
-                resets_at=budget.window_at(now).end_datetime(budget.period.zone),
+                resets_at=windows[refusal.index].end_datetime(budget.period.zone),
             )
         return hold
 
@@ -133,7 +134,7 @@ class _Plans:
     ) -> Plan[Decimal]:
         now = self.clock()
         units = cost_to_units(amount, what="charge amount")
-        lines = [b.line(now) for b in budgets]
+        lines = [b.line(b.window_at(now)) for b in budgets]
         _validate_lines(lines, units)
         yield ("charge", (lines, units, model, now))
         return from_units(units)

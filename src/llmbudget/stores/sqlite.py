@@ -99,6 +99,8 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        self._writer_lock = threading.Lock()
+        self._lock_pid = os.getpid()
         directory = os.path.dirname(os.path.abspath(path))
         if path != ":memory:" and not os.path.isdir(directory):
             raise StoreUnavailableError(f"directory of SQLite database {path!r} does not exist")
@@ -135,14 +137,25 @@ class SQLiteStore(Store):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        # Writers of this process queue on a mutex first: SQLite's own busy handler sleeps
+        # in steps of up to 100 ms, which under thread contention turns into long tail
+        # latency. Other processes still meet at SQLite's lock (busy_timeout).
+        lock = self._process_write_lock()
+        with lock:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _process_write_lock(self) -> threading.Lock:
+        if self._lock_pid != os.getpid():
+            # A child forked while another thread held the lock must not inherit it held.
+            self._writer_lock, self._lock_pid = threading.Lock(), os.getpid()
+        return self._writer_lock
 
     def _migrate(self) -> None:
         with self._write() as conn:

@@ -1,0 +1,108 @@
+"""The gateway's spend log: one store log entry (kind ``gateway``) per request.
+
+Each entry is JSON, money as a string (exact), never the key's secret::
+
+    {"id": "req_...", "key": "key_1a2b...", "user": "alice", "team": "ml", "org": "acme",
+     "end_user": "customer-42", "model": "gpt-4o", "deployment": "openai-main",
+     "upstream_model": "gpt-4o", "prompt_tokens": 12, "completion_tokens": 40,
+     "cost": "0.00043", "reserved": "0.16387", "latency_ms": 812.4, "status": "ok",
+     "http_status": 200, "stream": true, "endpoint": "chat.completions", "usage_source": "upstream"}
+
+``status`` is ``ok``, ``upstream_error``, ``client_disconnected`` or ``budget_exceeded``;
+``usage_source`` says whether the cost came from the upstream's ``usage`` or from
+counting the streamed text (the upstream sent none, or the client left early).
+
+:func:`query_spend_logs` filters entries (the admin endpoint ``GET /v1/spend/logs`` and the
+dashboard use it) and :func:`render_spend_table` turns them into an HTML table.
+
+>>> rows = [{"at": "2026-01-01T00:00:00+00:00", "key": "key_1", "user": "a", "model": "m",
+...          "cost": "0.1", "status": "ok"}]
+>>> "<td>key_1</td>" in render_spend_table(rows)
+True
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from llmbudget.gateway.storeio import StoreIO
+
+__all__ = ["SPEND_LOG_KIND", "query_spend_logs", "render_spend_table"]
+
+SPEND_LOG_KIND = "gateway"
+_MAX_LIMIT = 1000
+_MAX_SCAN = 20_000
+_TABLE_COLUMNS = (
+    "at", "key", "user", "team", "end_user", "model", "deployment", "prompt_tokens",
+    "completion_tokens", "cost", "latency_ms", "status", "stream",
+)  # fmt: skip
+
+
+async def query_spend_logs(
+    io: StoreIO,
+    *,
+    since: float = 0.0,
+    until: float = math.inf,
+    limit: int = 100,
+    key: str | None = None,
+    user: str | None = None,
+    model: str | None = None,
+    team: str | None = None,
+) -> list[dict[str, Any]]:
+    """Entries with ``since <= at < until`` matching every filter given, newest first.
+
+    Each row is the logged entry plus ``at`` (ISO 8601). With filters, the log is read in
+    pages (at most 20,000 entries scanned) until ``limit`` rows match.
+    """
+    limit = max(1, min(int(limit), _MAX_LIMIT))
+    wanted = {
+        k: v for k, v in (("key", key), ("user", user), ("model", model), ("team", team)) if v
+    }
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    scanned = 0
+    page = limit if not wanted else max(limit * 4, 200)
+    upper = until
+    while len(rows) < limit and scanned < _MAX_SCAN:
+        entries = await io.read_log(SPEND_LOG_KIND, since, upper, page)
+        if not entries:
+            break
+        scanned += len(entries)
+        fresh = 0
+        for entry in entries:
+            data = entry.data
+            ident = str(data.get("id", ""))
+            if ident and ident in seen:
+                continue
+            seen.add(ident)
+            fresh += 1
+            if all(data.get(k) == v for k, v in wanted.items()):
+                rows.append({"at": datetime.fromtimestamp(entry.at, UTC).isoformat(), **data})
+                if len(rows) >= limit:
+                    break
+        if len(entries) < page or fresh == 0:
+            break  # the log is exhausted, or a whole page shares one instant
+        # Next page: entries older than the oldest seen, plus any sharing its timestamp
+        # (ids dedupe those), so equal timestamps at a page edge are not lost.
+        upper = math.nextafter(entries[-1].at, math.inf)
+    return rows
+
+
+def render_spend_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """An HTML ``<table>`` of spend-log rows (every value escaped), for dashboards."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in _TABLE_COLUMNS)
+    body = []
+    for row in rows:
+        cells = "".join(
+            f"<td>{html.escape('' if row.get(c) is None else str(row.get(c)))}</td>"
+            for c in _TABLE_COLUMNS
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return (
+        '<table class="llmbudget-spend-log">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
