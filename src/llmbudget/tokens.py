@@ -228,7 +228,7 @@ def _build_encoding(name: str) -> tiktoken.Encoding:
     # each encoding, and fetches the ranks with a module-global `load_tiktoken_bpe(url)`.
     # Running that constructor's own code with a loader that reads local files keeps every
     # one of those values tiktoken's, without patching tiktoken's module for other callers.
-    from tiktoken_ext import openai_public  # type: ignore[import-untyped]
+    from tiktoken_ext import openai_public
 
     constructor = getattr(openai_public, name)
     namespace = dict(constructor.__globals__)
