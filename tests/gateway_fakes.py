@@ -9,19 +9,17 @@ call, and can be told to fail, to be slow, or to omit usage.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from llmbudget.server.testing import live_server
 from llmbudget.tokens import count_message_tokens, count_tokens
 
 WORD = " a"  # one o200k token
@@ -160,39 +158,20 @@ class FakeUpstream:
 
 
 class ServerThread:
-    """Runs an ASGI app under uvicorn on 127.0.0.1 (random port) in a daemon thread."""
+    """Runs an ASGI app under uvicorn on 127.0.0.1 (random port) in a daemon thread;
+    ``url`` is set once entered. A context-manager object over the server's own
+    :func:`~llmbudget.server.testing.live_server`, so harnesses can hold it as a field."""
 
     def __init__(self, app: Any) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(
-            app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _run(self) -> None:
-        asyncio.run(self.server.serve(sockets=[self.sock]))
+        self._serving = live_server(app)
+        self.url = ""
 
     def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.01)
+        self.url = self._serving.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
+        self._serving.__exit__(None, None, None)
 
 
 # --------------------------------------------------------------------------- gateway harness

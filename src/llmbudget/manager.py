@@ -121,7 +121,9 @@ class BudgetManager:
             raise InvalidInputError(f"user must be a non-empty string, got {user!r}")
         return scope_key("user", self.project_name, user)
 
-    def _budget(self, user: str) -> Budget:
+    def get_budget(self, user: str) -> Budget:
+        """The user's :class:`~llmbudget.budgets.Budget` (scope, limit, period), for use with
+        the :attr:`ledger` directly, e.g. in a multi-scope reserve with a team budget."""
         found = self.ledger.get([self._scope(user)])[0]
         if found is None:
             raise UnknownUserError(user, self.project_name)
@@ -186,11 +188,11 @@ class BudgetManager:
         the call (its prompt plus ``max_tokens``, or the model's maximum output)."""
         from llmbudget.pricing import worst_case_cost
 
-        status = self.ledger.status(self._budget(user))
+        status = self.ledger.status(self.get_budget(user))
         return status.spent + status.held + worst_case_cost(model, messages, max_tokens)
 
     def get_total_budget(self, user: str) -> Decimal:
-        limit = self._budget(user).limit
+        limit = self.get_budget(user).limit
         assert limit is not None  # BudgetManager always sets a limit
         return limit
 
@@ -210,7 +212,7 @@ class BudgetManager:
         """
         from llmbudget import pricing
 
-        budget = self._budget(user)
+        budget = self.get_budget(user)
         if model is not None and (input_text is not None or output_text is not None):
             cost = pricing.cost_from_text(model, input_text or "", output_text or "")
         elif completion_obj is not None:
@@ -225,11 +227,11 @@ class BudgetManager:
 
     def get_current_cost(self, user: str) -> Decimal:
         """Spent in the current window."""
-        return self.ledger.status(self._budget(user)).spent
+        return self.ledger.status(self.get_budget(user)).spent
 
     def get_model_cost(self, user: str) -> dict[str, Decimal]:
         """Spent in the current window, per model."""
-        return dict(self.ledger.status(self._budget(user)).by_model)
+        return dict(self.ledger.status(self.get_budget(user)).by_model)
 
     def is_valid_user(self, user: str) -> bool:
         return self.ledger.get([self._scope(user)])[0] is not None
@@ -240,7 +242,7 @@ class BudgetManager:
 
     def reset_cost(self, user: str) -> dict[str, UserRecord]:
         """Zero the user's spend in the current window (holds in flight stay)."""
-        budget = self._budget(user)
+        budget = self.get_budget(user)
         self.ledger.reset(budget)
         return {"user": self._record(budget)}
 
@@ -248,7 +250,7 @@ class BudgetManager:
         """Kept for the seed's callers. Spend is keyed by window, so a user's cost is
         already zero from the first moment of a new period: there is nothing left to do
         but check that the user exists."""
-        self._budget(user)
+        self.get_budget(user)
 
     def update_budget_all_users(self) -> None:
         """Kept for the seed's daily job. Periods roll over by themselves; this only drops
@@ -263,16 +265,16 @@ class BudgetManager:
 
     def remaining(self, user: str) -> Decimal:
         """What the user can still spend in this window (budget − spent − held, ≥ 0)."""
-        remaining = self.ledger.status(self._budget(user)).remaining
+        remaining = self.ledger.status(self.get_budget(user)).remaining
         assert remaining is not None
         return remaining
 
     def status(self, user: str) -> BudgetStatus:
-        return self.ledger.status(self._budget(user))
+        return self.ledger.status(self.get_budget(user))
 
     def get_user(self, user: str) -> UserRecord:
         """The user's record in the seed's shape."""
-        return self._record(self._budget(user))
+        return self._record(self.get_budget(user))
 
     def delete_budget(self, user: str) -> bool:
         """Remove the user's budget definition (recorded spend stays for the audit trail)."""
@@ -291,7 +293,7 @@ class BudgetManager:
         """Hold ``amount`` dollars (or the worst-case cost of ``model`` on ``messages``) on the
         user's budget before a call; raises :class:`~llmbudget.errors.BudgetExceededError`.
         Concurrent reserves can never together pass the budget."""
-        budget = self._budget(user)
+        budget = self.get_budget(user)
         if amount is None:
             if model is None or messages is None:
                 raise InvalidInputError("reserve needs an amount, or a model and messages")

@@ -30,3 +30,8 @@ def _register() -> None:
 
     demo.register(app)
     prices.register(app)
+
+    from llmbudget.cli import budgets, serve
+
+    budgets.register(app)
+    serve.register(app)

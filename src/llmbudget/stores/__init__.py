@@ -6,6 +6,7 @@
 ``sqlite:////abs/path.db``    SQLite file, absolute path
 ``postgresql://...``          PostgreSQL (``llmbudget[postgres]``)
 ``redis://...``               Redis / ``rediss://`` / ``redis+cluster://`` (``llmbudget[redis]``)
+``http://host:8000``          a budget server (``llmbudget serve``), every operation atomic there
 ============================  ====================================================
 
 >>> store = open_store("memory://")
@@ -80,6 +81,10 @@ def open_store(url: str | None = None) -> Store:
         from llmbudget.stores.redis import RedisStore
 
         return RedisStore(url)
+    if scheme in ("http", "https"):
+        from llmbudget.stores.http import HttpStore
+
+        return HttpStore(url)
     if scheme in _OPENERS:
         return _OPENERS[scheme](url)
     raise InvalidInputError(

@@ -54,6 +54,7 @@ from llmbudget.stores.base import (
 __all__ = ["HttpStore"]
 
 DEFAULT_TIMEOUT = 10.0
+_BATCH = 1000
 
 
 class HttpStore(Store):
@@ -226,10 +227,12 @@ class HttpStore(Store):
         self._call("put_budget", {"record": _record_json(record)})
 
     def get_budgets(self, scopes: Sequence[str]) -> list[BudgetRecord | None]:
-        if not scopes:
-            return []
-        out = self._call("get_budgets", {"scopes": list(scopes)})
-        return [None if r is None else _record(r) for r in out["records"]]
+        found: list[BudgetRecord | None] = []
+        # The server takes at most _BATCH scopes per request (its bodies are bounded).
+        for start in range(0, len(scopes), _BATCH):
+            out = self._call("get_budgets", {"scopes": list(scopes[start : start + _BATCH])})
+            found.extend(None if r is None else _record(r) for r in out["records"])
+        return found
 
     def list_budgets(self, prefix: str) -> list[BudgetRecord]:
         out = self._call("list_budgets", {"prefix": prefix})

@@ -1,0 +1,590 @@
+"""Response shapes: OpenAI chat-completion objects built from mocks and from Anthropic
+messages, and the tracking of streams until their usage is known. Pure: no I/O.
+
+:func:`llmbudget.completion` always returns the OpenAI SDK's ``ChatCompletion`` (or, for
+``stream=True``, ``ChatCompletionChunk`` objects); when the ``openai`` package is not
+installed, an :class:`AttrDict` of the same shape (``r.choices[0].message.content`` and
+``r["choices"][0]["message"]["content"]`` both work).
+
+>>> r = build_completion(mock_completion("gpt-4o", "Hi!", prompt_tokens=9, completion_tokens=2))
+>>> r.choices[0].message.content, r.usage.total_tokens
+('Hi!', 11)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from llmbudget.errors import InvalidInputError
+
+__all__ = [
+    "AttrDict",
+    "StreamTracker",
+    "anthropic_request",
+    "anthropic_to_openai",
+    "anthropic_usage_to_openai",
+    "build_chunk",
+    "build_completion",
+    "mock_chunks",
+    "mock_completion",
+    "truncate_to_tokens",
+]
+
+
+class AttrDict(dict[str, Any]):
+    """A ``dict`` whose keys are also attributes (nested dicts and lists included).
+
+    >>> AttrDict({"a": {"b": [{"c": 1}]}}).a.b[0].c
+    1
+    """
+
+    def __init__(self, data: Mapping[str, Any] | None = None, **extra: Any) -> None:
+        super().__init__()
+        for key, value in {**(data or {}), **extra}.items():
+            self[key] = _wrap(value)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def model_dump(self, **_: Any) -> dict[str, Any]:
+        """Plain ``dict`` copy, as pydantic models offer."""
+        return json.loads(json.dumps(self, default=str))  # type: ignore[no-any-return]
+
+
+def _wrap(value: Any) -> Any:
+    if isinstance(value, Mapping) and not isinstance(value, AttrDict):
+        return AttrDict(value)
+    if isinstance(value, list):
+        return [_wrap(v) for v in value]
+    return value
+
+
+def _get(obj: object, key: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _as_dict(obj: object) -> dict[str, Any]:
+    if obj is None:
+        return {}
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        dumped = dump()
+        if isinstance(dumped, Mapping):
+            return dict(dumped)
+    return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+
+
+def _build(kind: str, data: Mapping[str, Any]) -> Any:
+    try:
+        from openai.types.chat import ChatCompletion, ChatCompletionChunk
+    except ImportError:  # the openai SDK is an optional extra
+        return AttrDict(data)
+    cls = ChatCompletion if kind == "completion" else ChatCompletionChunk
+    return cls.model_validate(dict(data))
+
+
+def build_completion(data: Mapping[str, Any]) -> Any:
+    """An OpenAI ``ChatCompletion`` from its JSON shape (an :class:`AttrDict` without the SDK)."""
+    return _build("completion", data)
+
+
+def build_chunk(data: Mapping[str, Any]) -> Any:
+    """An OpenAI ``ChatCompletionChunk`` from its JSON shape."""
+    return _build("chunk", data)
+
+
+# --------------------------------------------------------------------------- mocks
+
+
+def truncate_to_tokens(text: str, model: str, limit: int | None) -> tuple[str, int, bool]:
+    """``text`` cut to at most ``limit`` tokens of ``model``: (text, tokens, truncated).
+
+    >>> truncate_to_tokens("one two three four", "gpt-4o", 2)
+    ('one two', 2, True)
+    """
+    from llmbudget.tokens import count_tokens
+
+    total = count_tokens(text, model)
+    if limit is None or total <= limit:
+        return text, total, False
+    # Largest prefix that fits; token counts grow with the prefix, so bisect on length.
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count_tokens(text[:mid], model) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    cut = text[:lo].rstrip()
+    return cut, count_tokens(cut, model), True
+
+
+def _completion_id() -> str:
+    return f"chatcmpl-llmbudget-{uuid.uuid4().hex[:24]}"
+
+
+def mock_completion(
+    model: str,
+    content: str,
+    *,
+    prompt_tokens: int,
+    completion_tokens: int,
+    finish_reason: str = "stop",
+) -> dict[str, Any]:
+    """The JSON shape of a chat completion answering ``content``, with its usage."""
+    return {
+        "id": _completion_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def mock_chunks(
+    model: str,
+    content: str,
+    *,
+    prompt_tokens: int,
+    completion_tokens: int,
+    finish_reason: str = "stop",
+) -> list[dict[str, Any]]:
+    """The chunks a streamed :func:`mock_completion` arrives in; the last carries usage
+    (as with ``stream_options={"include_usage": True}``)."""
+    base = {"id": _completion_id(), "object": "chat.completion.chunk", "created": int(time.time())}
+    base["model"] = model
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    chunks += [chunk({"content": piece}) for piece in re.findall(r"\s*\S+|\s+$", content)]
+    chunks.append(chunk({}, finish_reason))
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    chunks.append({**base, "choices": [], "usage": usage})
+    return chunks
+
+
+# --------------------------------------------------------------------------- Anthropic
+
+
+_STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def _text_of(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        return "".join(str(_get(part, "text") or "") for part in content)
+    return "" if content is None else str(content)
+
+
+def _anthropic_part(part: object) -> dict[str, Any]:
+    if isinstance(part, str):
+        return {"type": "text", "text": part}
+    data = _as_dict(part)
+    kind = data.get("type")
+    if kind == "text":
+        out: dict[str, Any] = {"type": "text", "text": data.get("text", "")}
+    elif kind == "image_url":
+        image = data.get("image_url")
+        url = image.get("url") if isinstance(image, Mapping) else image
+        url = str(url or "")
+        match = re.match(r"data:([^;]+);base64,(.*)", url, re.DOTALL)
+        if match:
+            source = {"type": "base64", "media_type": match.group(1), "data": match.group(2)}
+        else:
+            source = {"type": "url", "url": url}
+        out = {"type": "image", "source": source}
+    else:
+        out = data  # already an Anthropic block (image, document, tool_result...)
+    if "cache_control" in data:
+        out["cache_control"] = data["cache_control"]
+    return out
+
+
+def _anthropic_content(content: object) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return [_anthropic_part(part) for part in content]  # type: ignore[attr-defined]
+
+
+def anthropic_request(messages: Sequence[Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """Anthropic Messages API arguments for an OpenAI-style chat request.
+
+    System (and developer) messages become ``system``; tool calls become ``tool_use``
+    blocks and ``tool`` messages ``tool_result`` blocks; consecutive messages of one role
+    are merged, as Anthropic requires alternation. ``params`` are OpenAI request fields:
+    ``stop``, ``tools``, ``tool_choice``, ``user`` and ``max_tokens`` are translated,
+    ``n`` > 1 is refused, the rest passed on.
+
+    >>> anthropic_request([{"role": "system", "content": "Be brief."},
+    ...                    {"role": "user", "content": "Hi"}], {"max_tokens": 5})["system"]
+    'Be brief.'
+    """
+    system: list[str] = []
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        data = _as_dict(message)
+        role = data.get("role")
+        content = data.get("content")
+        if role in ("system", "developer"):
+            system.append(_text_of(content))
+            continue
+        if role == "tool":
+            blocks: list[dict[str, Any]] = [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": data.get("tool_call_id"),
+                    "content": _text_of(content) if not isinstance(content, str) else content,
+                }
+            ]
+            role = "user"
+        else:
+            blocks = _anthropic_content(content)
+        if role == "assistant":
+            for call in data.get("tool_calls") or ():
+                function = _get(call, "function") or {}
+                raw = _get(function, "arguments") or "{}"
+                try:
+                    arguments = json.loads(raw) if isinstance(raw, str) else raw
+                except json.JSONDecodeError:
+                    arguments = {"_raw": raw}
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": _get(call, "id"),
+                        "name": _get(function, "name"),
+                        "input": arguments,
+                    }
+                )
+        if role not in ("user", "assistant"):
+            raise InvalidInputError(f"message role {role!r} cannot be sent to Anthropic")
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+
+    request: dict[str, Any] = {"messages": out}
+    if system:
+        request["system"] = "\n\n".join(s for s in system if s)
+    for key, value in params.items():
+        if value is None:
+            continue
+        if key in ("max_tokens", "max_completion_tokens"):
+            request["max_tokens"] = value
+        elif key == "stop":
+            request["stop_sequences"] = [value] if isinstance(value, str) else list(value)
+        elif key == "tools":
+            request["tools"] = [_anthropic_tool(t) for t in value]
+        elif key == "tool_choice":
+            request["tool_choice"] = _anthropic_tool_choice(value)
+        elif key == "user":
+            request["metadata"] = {**request.get("metadata", {}), "user_id": value}
+        elif key == "n":
+            if value != 1:
+                raise InvalidInputError("Anthropic returns one choice per call; n must be 1")
+        elif key in ("stream_options", "parallel_tool_calls", "seed", "logprobs"):
+            continue  # no Anthropic equivalent; harmless to leave out
+        else:
+            request[key] = value
+    return request
+
+
+def _anthropic_tool(tool: object) -> dict[str, Any]:
+    data = _as_dict(tool)
+    function = data.get("function")
+    if data.get("type") == "function" and isinstance(function, Mapping):
+        out = {
+            "name": function.get("name"),
+            "description": function.get("description") or "",
+            "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if "cache_control" in data:
+            out["cache_control"] = data["cache_control"]
+        return out
+    return data  # already an Anthropic tool (or a server tool such as web_search)
+
+
+def _anthropic_tool_choice(choice: object) -> dict[str, Any]:
+    if choice == "auto":
+        return {"type": "auto"}
+    if choice == "required":
+        return {"type": "any"}
+    if choice == "none":
+        return {"type": "none"}
+    data = _as_dict(choice)
+    function = data.get("function")
+    if isinstance(function, Mapping):
+        return {"type": "tool", "name": function.get("name")}
+    return data
+
+
+def anthropic_usage_to_openai(usage: object) -> dict[str, Any]:
+    """OpenAI usage fields for an Anthropic usage block, cache fields kept.
+
+    ``prompt_tokens`` includes cache reads and writes (Anthropic's ``input_tokens`` does
+    not); ``prompt_tokens_details`` says how many of them were cached or written, in the
+    fields :func:`llmbudget.pricing.normalize_usage` prices exactly.
+
+    >>> anthropic_usage_to_openai({"input_tokens": 10, "output_tokens": 5,
+    ...     "cache_read_input_tokens": 90, "cache_creation_input_tokens": 0})["prompt_tokens"]
+    100
+    """
+    uncached = int(_get(usage, "input_tokens") or 0)
+    read = int(_get(usage, "cache_read_input_tokens") or 0)
+    write = int(_get(usage, "cache_creation_input_tokens") or 0)
+    output = int(_get(usage, "output_tokens") or 0)
+    prompt = uncached + read + write
+    details: dict[str, Any] = {"cached_tokens": read, "cache_creation_tokens": write}
+    breakdown = _get(usage, "cache_creation")
+    one_hour = int(_get(breakdown, "ephemeral_1h_input_tokens") or 0)
+    if one_hour:
+        details["cache_creation_token_details"] = {"ephemeral_1h_input_tokens": one_hour}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": output,
+        "total_tokens": prompt + output,
+        "prompt_tokens_details": details,
+        "cache_read_input_tokens": read,
+        "cache_creation_input_tokens": write,
+    }
+
+
+def anthropic_to_openai(message: object, model: str | None = None) -> dict[str, Any]:
+    """The OpenAI chat-completion JSON shape of an Anthropic ``Message``."""
+    texts: list[str] = []
+    thinking: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    for block in _get(message, "content") or ():
+        kind = _get(block, "type")
+        if kind == "text":
+            texts.append(str(_get(block, "text") or ""))
+        elif kind == "thinking":
+            thinking.append(str(_get(block, "thinking") or ""))
+        elif kind == "tool_use":
+            tool_calls.append(
+                {
+                    "id": _get(block, "id"),
+                    "type": "function",
+                    "function": {
+                        "name": _get(block, "name"),
+                        "arguments": json.dumps(_get(block, "input") or {}),
+                    },
+                }
+            )
+    reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
+    if tool_calls:
+        reply["tool_calls"] = tool_calls
+    if thinking:
+        reply["reasoning_content"] = "".join(thinking)
+    stop = _get(message, "stop_reason")
+    return {
+        "id": _get(message, "id") or _completion_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": _get(message, "model") or model or "",
+        "choices": [
+            {
+                "index": 0,
+                "message": reply,
+                "finish_reason": _STOP_REASONS.get(str(stop), "stop"),
+                "logprobs": None,
+            }
+        ],
+        "usage": anthropic_usage_to_openai(_get(message, "usage")),
+    }
+
+
+# --------------------------------------------------------------------------- streams
+
+
+class StreamTracker:
+    """Watches a stream's events until its usage is known.
+
+    Understands OpenAI chat chunks, OpenAI Responses events and Anthropic message events
+    (SDK objects or dicts). :meth:`observe` records usage and generated text;
+    :meth:`to_chunks` also turns an Anthropic event into OpenAI chunk shapes. When a
+    stream ends without usage, :attr:`text` is what was generated, for counting.
+    """
+
+    def __init__(self, model: str = "") -> None:
+        self.model = model
+        self.usage: Any = None
+        self.parts: list[str] = []
+        self.finish_reason: str | None = None
+        self.id: str | None = None
+        self._anthropic: dict[str, Any] | None = None
+        self._tool_index: dict[int, int] = {}
+        self.created = int(time.time())
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def observe(self, event: object) -> None:
+        """Record what ``event`` says about usage and output."""
+        kind = _get(event, "type")
+        if isinstance(kind, str) and (
+            kind.startswith(("message_", "content_block_")) or kind == "ping"
+        ):
+            self._observe_anthropic(kind, event)
+        elif isinstance(kind, str) and kind.startswith("response."):
+            self._observe_responses(kind, event)
+        else:
+            self._observe_chunk(event)
+
+    def _observe_chunk(self, chunk: object) -> None:
+        usage = _get(chunk, "usage")
+        if usage is not None:
+            self.usage = usage
+        for choice in _get(chunk, "choices") or ():
+            delta = _get(choice, "delta")
+            for key in ("content", "reasoning_content", "reasoning", "refusal"):
+                value = _get(delta, key)
+                if isinstance(value, str):
+                    self.parts.append(value)
+            for call in _get(delta, "tool_calls") or ():
+                function = _get(call, "function")
+                for key in ("name", "arguments"):
+                    value = _get(function, key)
+                    if isinstance(value, str):
+                        self.parts.append(value)
+            reason = _get(choice, "finish_reason")
+            if reason:
+                self.finish_reason = reason
+
+    def _observe_responses(self, kind: str, event: object) -> None:
+        if kind in ("response.completed", "response.incomplete", "response.failed"):
+            usage = _get(_get(event, "response"), "usage")
+            if usage is not None:
+                self.usage = usage
+            self.finish_reason = kind.rsplit(".", 1)[1]
+        elif kind.endswith(".delta"):
+            delta = _get(event, "delta")
+            if isinstance(delta, str):
+                self.parts.append(delta)
+
+    def _observe_anthropic(self, kind: str, event: object) -> None:
+        if kind == "message_start":
+            message = _get(event, "message")
+            self.id = _get(message, "id")
+            self.model = _get(message, "model") or self.model
+            start = {k: v for k, v in _as_dict(_get(message, "usage")).items() if v is not None}
+            for key in ("cache_read_input_tokens", "cache_creation_input_tokens"):
+                start.setdefault(key, 0)  # marks the block as Anthropic's for pricing
+            self._anthropic = start
+        elif kind == "message_delta":
+            # message_delta's counts are cumulative and final: they replace message_start's.
+            delta_usage = _as_dict(_get(event, "usage"))
+            merged = dict(self._anthropic or {})
+            merged.update({k: v for k, v in delta_usage.items() if v is not None})
+            for key in ("cache_read_input_tokens", "cache_creation_input_tokens"):
+                merged.setdefault(key, 0)
+            self._anthropic = merged
+            reason = _get(_get(event, "delta"), "stop_reason")
+            if reason:
+                self.finish_reason = _STOP_REASONS.get(str(reason), "stop")
+        elif kind == "content_block_delta":
+            delta = _get(event, "delta")
+            for key in ("text", "partial_json", "thinking"):
+                value = _get(delta, key)
+                if isinstance(value, str):
+                    self.parts.append(value)
+        elif kind == "content_block_start":
+            block = _get(event, "content_block")
+            if _get(block, "type") == "tool_use":
+                self.parts.append(str(_get(block, "name") or ""))
+        if kind == "message_delta":
+            # Only now are the output tokens final; message_start's count is a placeholder.
+            self.usage = dict(self._anthropic or {})
+
+    def to_chunks(self, event: object) -> list[dict[str, Any]]:
+        """OpenAI chunk shapes for an Anthropic stream event (after :meth:`observe`)."""
+        kind = _get(event, "type")
+        base = {
+            "id": self.id or "chatcmpl-llmbudget",
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+        }
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+        if kind == "message_start":
+            return [chunk({"role": "assistant", "content": ""})]
+        if kind == "content_block_start":
+            block = _get(event, "content_block")
+            if _get(block, "type") == "tool_use":
+                index = len(self._tool_index)
+                self._tool_index[int(_get(event, "index") or 0)] = index
+                call = {
+                    "index": index,
+                    "id": _get(block, "id"),
+                    "type": "function",
+                    "function": {"name": _get(block, "name"), "arguments": ""},
+                }
+                return [chunk({"tool_calls": [call]})]
+            return []
+        if kind == "content_block_delta":
+            delta = _get(event, "delta")
+            dtype = _get(delta, "type")
+            if dtype == "text_delta":
+                return [chunk({"content": _get(delta, "text")})]
+            if dtype == "thinking_delta":
+                return [chunk({"reasoning_content": _get(delta, "thinking")})]
+            if dtype == "input_json_delta":
+                index = self._tool_index.get(int(_get(event, "index") or 0), 0)
+                call = {"index": index, "function": {"arguments": _get(delta, "partial_json")}}
+                return [chunk({"tool_calls": [call]})]
+            return []
+        if kind == "message_delta":
+            return [chunk({}, self.finish_reason or "stop")]
+        if kind == "message_stop" and self.usage is not None:
+            return [{**base, "choices": [], "usage": anthropic_usage_to_openai(self.usage)}]
+        return []

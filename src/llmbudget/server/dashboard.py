@@ -1,0 +1,374 @@
+"""The dashboard at ``/ui``: projects, users, budget bars, spend per model, spend over time.
+
+Server-rendered HTML with inline SVG charts drawn here, in Python: no JavaScript, no chart
+library, nothing loaded from anywhere but this server (the one stylesheet is shipped in
+the package, under ``static/``). Every name shown is HTML-escaped.
+
+Access: with an admin key configured, the login form (``/ui/login``) takes the key once
+and sets an HttpOnly, SameSite=Strict session cookie derived from it (see
+:mod:`.auth`); ``/ui?key=...`` does the same and redirects to drop the key from the URL.
+A request with ``Authorization: Bearer <key>`` is let in as well. The dashboard only
+reads: it has no button that changes a budget, so it offers nothing to forge.
+
+>>> bar_svg(Decimal("2"), Decimal("1"), Decimal("10")).startswith("<svg")
+True
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime
+from decimal import Decimal
+from importlib import resources
+from urllib.parse import parse_qs, quote, unquote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+import llmbudget
+from llmbudget.budgets import Budget, BudgetStatus, scope_key
+
+from .auth import SESSION_COOKIE
+from .schemas import check_name
+from .state import ServerState, get_state
+
+__all__ = ["bar_svg", "dashboard_router", "hbar_chart_svg", "time_chart_svg"]
+
+dashboard_router = APIRouter(prefix="/ui", include_in_schema=False)
+
+_PALETTE = ("#2563eb", "#16a34a", "#d97706", "#9333ea", "#dc2626", "#0891b2", "#4d7c0f", "#be185d")
+_MAX_PROJECTS = 25
+_MAX_USERS = 200  # per project section: the page must stay quick to render and to read
+_HISTORY_WINDOWS = 14
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _money(value: Decimal | None) -> str:
+    if value is None:
+        return "—"
+    # Two decimals for dollars and cents, more only when the amount needs them.
+    text = f"{value:,.2f}"
+    if value != 0 and value.quantize(Decimal("0.01")) != value:
+        text = f"{value:,.6f}".rstrip("0")
+    return "$" + text
+
+
+# -- SVG charts ------------------------------------------------------------------------
+
+
+def bar_svg(spent: Decimal, held: Decimal, limit: Decimal | None, width: int = 260) -> str:
+    """A budget bar: spent (solid), held (striped), the rest of the limit (grey)."""
+    height = 18
+    if limit is None or limit <= 0:
+        label = f"spent {_money(spent)}, no limit"
+        return (
+            f'<svg class="bar" width="{width}" height="{height}" role="img" aria-label="{_e(label)}">'
+            f'<title>{_e(label)}</title><rect width="{width}" height="{height}" rx="4" fill="#e5e7eb"/></svg>'
+        )
+    over = spent + held > limit
+    spent_w = min(width, float(spent / limit) * width)
+    held_w = min(width - spent_w, float(held / limit) * width)
+    pct = float(spent / limit) * 100
+    label = f"spent {_money(spent)} + held {_money(held)} of {_money(limit)} ({pct:.0f}%)"
+    color = "#dc2626" if over or spent >= limit else ("#d97706" if pct >= 80 else "#2563eb")
+    return (
+        f'<svg class="bar" width="{width}" height="{height}" role="img" aria-label="{_e(label)}">'
+        f"<title>{_e(label)}</title>"
+        '<defs><pattern id="held" width="6" height="6" patternUnits="userSpaceOnUse" '
+        'patternTransform="rotate(45)"><rect width="3" height="6" fill="#93c5fd"/></pattern></defs>'
+        f'<rect width="{width}" height="{height}" rx="4" fill="#e5e7eb"/>'
+        f'<rect class="spent" width="{spent_w:.1f}" height="{height}" rx="4" fill="{color}"/>'
+        f'<rect class="held" x="{spent_w:.1f}" width="{held_w:.1f}" height="{height}" fill="url(#held)"/>'
+        "</svg>"
+    )
+
+
+def hbar_chart_svg(items: list[tuple[str, Decimal]], title: str, width: int = 520) -> str:
+    """Horizontal bars, one per label (spend per model)."""
+    if not items:
+        return f'<p class="empty">No spend recorded yet for {_e(title.lower())}.</p>'
+    row, label_w, pad = 26, 170, 8
+    height = row * len(items) + pad * 2
+    top = max(v for _, v in items) or Decimal(1)
+    bars = []
+    for i, (name, value) in enumerate(items):
+        y = pad + i * row
+        w = float(value / top) * (width - label_w - 110)
+        color = _PALETTE[i % len(_PALETTE)]
+        short = name if len(name) <= 24 else name[:23] + "…"
+        bars.append(
+            f'<g class="series"><title>{_e(name)}: {_e(_money(value))}</title>'
+            f'<text x="{label_w - 8}" y="{y + 17}" text-anchor="end">{_e(short)}</text>'
+            f'<rect x="{label_w}" y="{y + 4}" width="{max(w, 1.0):.1f}" height="{row - 8}" rx="3" fill="{color}"/>'
+            f'<text x="{label_w + w + 6:.1f}" y="{y + 17}" class="value">{_e(_money(value))}</text></g>'
+        )
+    return (
+        f'<svg class="chart chart-models" width="{width}" height="{height}" role="img" '
+        f'aria-label="{_e(title)}" viewBox="0 0 {width} {height}">'
+        f"<title>{_e(title)}</title>{''.join(bars)}</svg>"
+    )
+
+
+def time_chart_svg(points: list[tuple[str, Decimal]], title: str, width: int = 520) -> str:
+    """Vertical bars over time, oldest on the left (spend per window)."""
+    if not points:
+        return '<p class="empty">No spend history yet.</p>'
+    height, bottom, left, top_pad = 200, 40, 56, 12
+    plot_h = height - bottom - top_pad
+    plot_w = width - left - 8
+    top = max(v for _, v in points) or Decimal(1)
+    step = plot_w / len(points)
+    bar_w = min(max(4.0, step * 0.7), 48.0)
+    parts = [
+        f'<line x1="{left}" y1="{top_pad + plot_h}" x2="{width - 4}" y2="{top_pad + plot_h}" stroke="#9ca3af"/>',
+        f'<text x="{left - 6}" y="{top_pad + 10}" text-anchor="end" class="axis">{_e(_money(top))}</text>',
+        f'<text x="{left - 6}" y="{top_pad + plot_h}" text-anchor="end" class="axis">$0</text>',
+    ]
+    for i, (label, value) in enumerate(points):
+        h = float(value / top) * plot_h
+        x = left + i * step + (step - bar_w) / 2
+        y = top_pad + plot_h - h
+        parts.append(
+            f'<g class="series"><title>{_e(label)}: {_e(_money(value))}</title>'
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{max(h, 1.0):.1f}" rx="2" fill="#2563eb"/></g>'
+        )
+        if len(points) <= 8 or i % max(1, len(points) // 7) == 0:
+            parts.append(
+                f'<text x="{x + bar_w / 2:.1f}" y="{height - bottom + 16}" text-anchor="middle" '
+                f'class="axis">{_e(label[5:] if len(label) >= 10 else label)}</text>'
+            )
+    return (
+        f'<svg class="chart chart-time" width="{width}" height="{height}" role="img" '
+        f'aria-label="{_e(title)}" viewBox="0 0 {width} {height}">'
+        f"<title>{_e(title)}</title>{''.join(parts)}</svg>"
+    )
+
+
+# -- pages -----------------------------------------------------------------------------
+
+
+def _page(title: str, body: str, *, status: int = 200) -> HTMLResponse:
+    doc = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)} · llmbudget</title>"
+        '<link rel="stylesheet" href="/ui/static/dashboard.css"></head><body>'
+        '<header><a class="brand" href="/ui">llmbudget</a>'
+        f'<span class="version">server {_e(llmbudget.__version__)}</span>'
+        '<a class="logout" href="/ui/logout">log out</a></header>'
+        f"<main>{body}</main></body></html>"
+    )
+    return HTMLResponse(
+        doc,
+        status_code=status,
+        headers={
+            # Nothing from other origins, no scripts at all: the pages need none.
+            "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def _login_page(message: str | None = None, status: int = 200) -> HTMLResponse:
+    note = f'<p class="error">{_e(message)}</p>' if message else ""
+    body = (
+        '<section class="login"><h1>Sign in</h1>'
+        "<p>Enter the server's admin key.</p>"
+        f"{note}"
+        '<form method="post" action="/ui/login">'
+        '<label for="key">Admin key</label>'
+        '<input id="key" name="key" type="password" autocomplete="current-password" required autofocus>'
+        '<button type="submit">Sign in</button></form></section>'
+    )
+    return _page("Sign in", body, status=status)
+
+
+def _authorized(state: ServerState, request: Request) -> bool:
+    auth = state.auth
+    if not auth.enabled:
+        return True
+    presented = auth.presented_key(request)
+    if presented is not None:
+        return auth.verify(presented)
+    return auth.verify_session(request.cookies.get(SESSION_COOKIE))
+
+
+def _set_session(state: ServerState, request: Request, response: Response) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        state.auth.session_token(),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+        max_age=12 * 3600,
+    )
+
+
+def _projects(state: ServerState) -> dict[str, list[tuple[str, Budget]]]:
+    projects: dict[str, list[tuple[str, Budget]]] = {}
+    for budget in state.ledger.budgets("user:"):
+        parts = budget.scope.split(":")
+        if len(parts) < 3:
+            continue
+        project = unquote(parts[1])
+        user = unquote(":".join(parts[2:]))
+        projects.setdefault(project, []).append((user, budget))
+    return projects
+
+
+def _project_section(
+    state: ServerState, project: str, users: list[tuple[str, Budget]], *, detail: bool
+) -> str:
+    rows = []
+    by_model: dict[str, Decimal] = {}
+    by_window: dict[str, Decimal] = {}
+    statuses: list[tuple[str, Budget, BudgetStatus]] = []
+    hidden = max(0, len(users) - _MAX_USERS)
+    for user, budget in users[:_MAX_USERS]:
+        status = state.ledger.status(budget)
+        statuses.append((user, budget, status))
+        for model, cost in status.by_model.items():
+            by_model[model] = by_model.get(model, Decimal(0)) + cost
+        for start, spent in state.ledger.history(budget, _HISTORY_WINDOWS):
+            key = (
+                start.date().isoformat()
+                if budget.period.unit not in ("second", "minute", "hour")
+                else start.strftime("%Y-%m-%d %H:%M")
+            )
+            by_window[key] = by_window.get(key, Decimal(0)) + spent
+    for user, budget, status in statuses:
+        rows.append(
+            f'<tr class="user-row" data-user="{_e(user)}">'
+            f'<td class="user">{_e(user)}</td>'
+            f"<td>{bar_svg(status.spent, status.held, budget.limit)}</td>"
+            f'<td class="num">{_e(_money(status.spent))}</td>'
+            f'<td class="num">{_e(_money(status.held))}</td>'
+            f'<td class="num">{_e(_money(budget.limit))}</td>'
+            f'<td class="num">{_e(_money(status.remaining))}</td>'
+            f"<td>{_e(budget.period.describe() or 'lifetime')}</td>"
+            f"<td>{_e(_when(status.resets_at))}</td></tr>"
+        )
+    link = f"/ui/projects/{quote(project, safe='')}"
+    total = sum((s.spent for _, _, s in statuses), Decimal(0))
+    held = sum((s.held for _, _, s in statuses), Decimal(0))
+    models = sorted(by_model.items(), key=lambda kv: (-kv[1], kv[0]))[:12]
+    windows = sorted(by_window.items())[-_HISTORY_WINDOWS:]
+    heading = (
+        f"<h2>{_e(project)}</h2>" if detail else f'<h2><a href="{_e(link)}">{_e(project)}</a></h2>'
+    )
+    return (
+        f'<section class="project" data-project="{_e(project)}">{heading}'
+        f'<p class="summary">{len(users)} user(s) · spent {_e(_money(total))} · '
+        f"held {_e(_money(held))} in current windows</p>"
+        '<table class="budgets"><thead><tr><th>User</th><th>Budget</th><th>Spent</th>'
+        "<th>Held</th><th>Limit</th><th>Remaining</th><th>Period</th><th>Resets</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+        + (
+            f'<p class="more">{hidden} more user(s) not shown; see '
+            f"<code>GET /v1/projects/{_e(project)}/spend</code>.</p>"
+            if hidden
+            else ""
+        )
+        + '<div class="charts">'
+        f"<figure><figcaption>Spend per model (current windows)</figcaption>{hbar_chart_svg(models, 'Spend per model')}</figure>"
+        f"<figure><figcaption>Spend over time (per window)</figcaption>{time_chart_svg(windows, 'Spend over time')}</figure>"
+        "</div></section>"
+    )
+
+
+def _when(moment: datetime | None) -> str:
+    return "never" if moment is None else moment.strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+@dashboard_router.get("")
+@dashboard_router.get("/")
+def overview(request: Request) -> Response:
+    """Every project (the first 25), each with its users, bars and charts."""
+    state = get_state(request)
+    key = request.query_params.get("key")
+    if key is not None and state.auth.enabled:
+        if not state.auth.verify(key):
+            return _login_page("That key is not valid.", status=403)
+        response = RedirectResponse("/ui", status_code=303)
+        _set_session(state, request, response)
+        return response
+    if not _authorized(state, request):
+        return RedirectResponse("/ui/login", status_code=303)
+    projects = _projects(state)
+    if not projects:
+        body = (
+            '<h1>Budgets</h1><p class="empty">No budgets yet. Create one with '
+            "<code>llmbudget budgets create</code> or <code>POST /v1/projects/{project}/budgets</code>.</p>"
+        )
+        return _page("Budgets", body)
+    names = sorted(projects)
+    sections = [
+        _project_section(state, name, projects[name], detail=False)
+        for name in names[:_MAX_PROJECTS]
+    ]
+    more = ""
+    if len(names) > _MAX_PROJECTS:
+        links = ", ".join(
+            f'<a href="/ui/projects/{_e(quote(n, safe=""))}">{_e(n)}</a>'
+            for n in names[_MAX_PROJECTS:]
+        )
+        more = f'<p class="more">More projects: {links}</p>'
+    return _page("Budgets", f"<h1>Budgets</h1>{''.join(sections)}{more}")
+
+
+@dashboard_router.get("/projects/{project}")
+def project_page(request: Request, project: str) -> Response:
+    """One project in detail."""
+    state = get_state(request)
+    if not _authorized(state, request):
+        return RedirectResponse("/ui/login", status_code=303)
+    check_name(project, "project")
+    users = [
+        (unquote(b.scope[len(scope_key("user", project)) + 1 :]), b)
+        for b in state.ledger.budgets(scope_key("user", project) + ":")
+    ]
+    if not users:
+        return _page("Not found", f"<h1>No project {_e(project)}</h1>", status=404)
+    return _page(project, _project_section(state, project, users, detail=True))
+
+
+@dashboard_router.get("/login")
+def login_form(request: Request) -> Response:
+    state = get_state(request)
+    if not state.auth.enabled or _authorized(state, request):
+        return RedirectResponse("/ui", status_code=303)
+    return _login_page()
+
+
+@dashboard_router.post("/login")
+async def login(request: Request) -> Response:
+    """Check the key from the form; on success set the session cookie."""
+    state = get_state(request)
+    body = (await request.body()).decode("utf-8", errors="replace")
+    key = (parse_qs(body).get("key") or [""])[0]
+    if state.auth.enabled and not state.auth.verify(key):
+        return _login_page("That key is not valid.", status=403)
+    response = RedirectResponse("/ui", status_code=303)
+    if state.auth.enabled:
+        _set_session(state, request, response)
+    return response
+
+
+@dashboard_router.get("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/ui/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@dashboard_router.get("/static/dashboard.css")
+def stylesheet() -> Response:
+    css = resources.files("llmbudget.server").joinpath("static/dashboard.css").read_text("utf-8")
+    return Response(css, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
