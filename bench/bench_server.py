@@ -206,7 +206,7 @@ def main() -> None:
             "clients": args.clients,
             "seconds": args.seconds,
             "store": "sqlite (fresh file)" if not args.store else args.store,
-            "server": "uvicorn, 1 worker, asyncio loop, h11",
+            "server": _server_stack(),
             "spent_recorded": str(spent),
             "spent_expected": str(expected),
             "exact": spent == expected,
@@ -231,6 +231,15 @@ def main() -> None:
     print(f"wrote {os.path.relpath(args.out, ROOT)}")
     if not result["exact"] or result["errors"]:
         raise SystemExit(1)
+
+
+def _server_stack() -> str:
+    """What uvicorn's "auto" settings pick here: uvloop and httptools when installed."""
+    import importlib.util
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"uvicorn, 1 worker, {loop} loop, {http}"
 
 
 if __name__ == "__main__":
