@@ -133,3 +133,23 @@ def test_svg_helpers() -> None:
     assert "No spend" in time_chart_svg([], "Spend over time")
     chart = hbar_chart_svg([("a&b", Decimal("1")), ("c", Decimal("0.5"))], "t")
     assert "a&amp;b" in chart and chart.count("<rect") == 2
+
+
+def test_gateway_spend_log_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LLMBUDGET_ADMIN_KEY", raising=False)
+    store = MemoryStore()
+    app = create_app(ServerConfig(admin_key=KEY), store=store)
+    with TestClient(app) as test_client:
+        assert test_client.get("/ui/spend", follow_redirects=False).status_code == 303
+        test_client.post("/ui/login", data={"key": KEY})
+        assert "No gateway requests yet" in test_client.get("/ui/spend").text
+        store.append_log(
+            "gateway",
+            NOON,
+            {"key": "key_1", "user": "<b>ann</b>", "model": "gpt-4o", "cost": "0.0012",
+             "status": 200},
+        )  # fmt: skip
+        page = test_client.get("/ui/spend").text
+        assert "<td>key_1</td>" in page and "<td>0.0012</td>" in page
+        assert "&lt;b&gt;ann&lt;/b&gt;" in page and "<b>ann</b>" not in page
+        assert "2026-03-15T12:00:00+00:00" in page

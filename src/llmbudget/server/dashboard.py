@@ -17,7 +17,7 @@ True
 from __future__ import annotations
 
 import html
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from importlib import resources
 from urllib.parse import parse_qs, quote, unquote
@@ -38,6 +38,7 @@ dashboard_router = APIRouter(prefix="/ui", include_in_schema=False)
 
 _PALETTE = ("#2563eb", "#16a34a", "#d97706", "#9333ea", "#dc2626", "#0891b2", "#4d7c0f", "#be185d")
 _MAX_PROJECTS = 25
+_MAX_LOG_ROWS = 200
 _MAX_USERS = 200  # per project section: the page must stay quick to render and to read
 _HISTORY_WINDOWS = 14
 
@@ -157,6 +158,7 @@ def _page(title: str, body: str, *, status: int = 200) -> HTMLResponse:
         f"<title>{_e(title)} · llmbudget</title>"
         '<link rel="stylesheet" href="/ui/static/dashboard.css"></head><body>'
         '<header><a class="brand" href="/ui">llmbudget</a>'
+        '<a href="/ui/spend">gateway requests</a>'
         f'<span class="version">server {_e(llmbudget.__version__)}</span>'
         '<a class="logout" href="/ui/logout">log out</a></header>'
         f"<main>{body}</main></body></html>"
@@ -337,6 +339,26 @@ def project_page(request: Request, project: str) -> Response:
     if not users:
         return _page("Not found", f"<h1>No project {_e(project)}</h1>", status=404)
     return _page(project, _project_section(state, project, users, detail=True))
+
+
+@dashboard_router.get("/spend")
+def spend_log_page(request: Request) -> Response:
+    """The gateway's spend log: the latest requests, newest first."""
+    from llmbudget.gateway.spendlog import SPEND_LOG_KIND, render_spend_table
+
+    state = get_state(request)
+    if not _authorized(state, request):
+        return RedirectResponse("/ui/login", status_code=303)
+    entries = state.store.read_log(SPEND_LOG_KIND, limit=_MAX_LOG_ROWS)
+    if not entries:
+        body = '<h1>Gateway requests</h1><p class="empty">No gateway requests yet.</p>'
+        return _page("Gateway requests", body)
+    rows = [
+        {**entry.data, "at": datetime.fromtimestamp(entry.at, UTC).isoformat(timespec="seconds")}
+        for entry in entries
+    ]
+    title = f"<h1>Gateway requests</h1><p>The latest {len(rows)}, newest first.</p>"
+    return _page("Gateway requests", title + render_spend_table(rows))
 
 
 @dashboard_router.get("/login")
