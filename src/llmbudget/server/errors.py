@@ -15,8 +15,6 @@ The seed's own endpoints (``/get_budget``, ``/set_budget``) additionally carry
 from __future__ import annotations
 
 import logging
-import math
-from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -35,55 +33,16 @@ from llmbudget.errors import (
     UnknownHoldError,
     UnknownUserError,
 )
+from llmbudget.http_errors import TYPE_BY_STATUS, ApiError, budget_exceeded_error, error_body
 
 __all__ = ["SEED_PATHS", "ApiError", "error_body", "error_response", "install_error_handlers"]
+
+# ApiError and error_body live in llmbudget.http_errors (the gateway answers with them
+# too); they are re-exported here for the server's modules.
 
 log = logging.getLogger("llmbudget.server")
 
 SEED_PATHS = frozenset({"/get_budget", "/set_budget"})
-
-_TYPE_BY_STATUS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    409: "conflict_error",
-    411: "invalid_request_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "budget_exceeded",
-}
-
-
-class ApiError(Exception):
-    """Raised by handlers for a clean JSON error: ``raise ApiError(409, "exists", "...")``."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        param: str | None = None,
-        headers: dict[str, str] | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.param = param
-        self.headers = headers
-        self.extra = extra or {}
-
-
-def error_body(
-    type_: str, message: str, code: str, *, param: str | None = None, **extra: Any
-) -> dict[str, Any]:
-    """The ``{"error": {...}}`` body (OpenAI's fields first, then any extra fields)."""
-    return {"error": {"type": type_, "message": message, "param": param, "code": code, **extra}}
 
 
 def error_response(
@@ -98,7 +57,7 @@ def error_response(
     **extra: Any,
 ) -> JSONResponse:
     body = error_body(
-        type_ or _TYPE_BY_STATUS.get(status, "api_error"), message, code, param=param, **extra
+        type_ or TYPE_BY_STATUS.get(status, "api_error"), message, code, param=param, **extra
     )
     if request is not None and request.url.path in SEED_PATHS:
         # LiteLLM's hosted client branches on "status"; keep its shape as well.
@@ -106,26 +65,21 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def retry_after(resets_at: datetime | None, now: float) -> dict[str, str]:
-    """``Retry-After`` (whole seconds, at least 1) when the window resets; none for lifetime."""
-    if resets_at is None:
-        return {}
-    return {"Retry-After": str(max(1, math.ceil(resets_at.timestamp() - now)))}
-
-
 def budget_exceeded_response(request: Request, exc: BudgetExceededError) -> JSONResponse:
     clock = getattr(request.app.state, "clock", None)
-    now = clock() if clock is not None else 0.0
-    fields = exc.to_dict()
-    fields["remaining"] = str(exc.remaining)
+    return _api_error_response(request, budget_exceeded_error(exc, clock() if clock else 0.0))
+
+
+def _api_error_response(request: Request, exc: ApiError) -> JSONResponse:
     return error_response(
         request,
-        429,
-        "budget_exceeded",
-        str(exc),
-        headers=retry_after(exc.resets_at, now),
-        type_="budget_exceeded",
-        **fields,
+        exc.status,
+        exc.code,
+        exc.message,
+        param=exc.param,
+        headers=exc.headers or None,
+        type_=exc.type,
+        **exc.extra,
     )
 
 
@@ -175,15 +129,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(
-            request,
-            exc.status,
-            exc.code,
-            exc.message,
-            param=exc.param,
-            headers=exc.headers,
-            **exc.extra,
-        )
+        return _api_error_response(request, exc)
 
     @app.exception_handler(BudgetExceededError)
     async def _budget(request: Request, exc: BudgetExceededError) -> JSONResponse:
