@@ -201,3 +201,32 @@ async def test_async_ledger_runs_the_same_plans(store: Store, clock: FrozenClock
     await ledger.settle(hold, "0.1", model="m")
     status = await ledger.status(user)
     assert (status.spent, status.held) == (Decimal("0.1"), 0)
+
+
+def test_changing_the_period_carries_overlapping_spend(ledger: Ledger, clock: FrozenClock) -> None:
+    daily = Budget.of("user:carry", "20", "daily")
+    ledger.define(daily)
+    clock.advance(-86_400)  # March 14
+    ledger.charge([daily], "5")
+    clock.advance(86_400)  # March 15
+    ledger.charge([daily], "18")
+    ledger.charge([Budget.of("user:carry", "20", "daily")], "0")  # no-op charge, same window
+    monthly = Budget.of("user:carry", "20", "monthly")
+    ledger.define(monthly)
+    # Both days are in March: the monthly window starts with all of it, not with $0.
+    assert ledger.status(monthly).spent == Decimal(23)
+    with pytest.raises(BudgetExceededError):
+        ledger.reserve([monthly], "0.01")
+    # Redefining with the same layout carries nothing again.
+    ledger.define(Budget.of("user:carry", "30", "monthly"))
+    assert ledger.status(monthly).spent == Decimal(23)
+
+
+def test_changing_the_timezone_keeps_todays_spend(ledger: Ledger) -> None:
+    utc = Budget.of("user:tz", "10", "daily")
+    ledger.define(utc)
+    ledger.charge([utc], "9")
+    tokyo = Budget.of("user:tz", "10", "daily", timezone="Asia/Tokyo")
+    ledger.define(tokyo)
+    # 12:00 UTC is 21:00 in Tokyo: today's UTC window overlaps Tokyo's current day.
+    assert ledger.status(tokyo).spent == Decimal(9)

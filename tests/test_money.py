@@ -72,3 +72,24 @@ def test_units_are_lossless_for_nano_precision(value: Decimal) -> None:
 def test_a_million_micro_charges_sum_to_exactly_one_dollar() -> None:
     total = sum(cost_to_units("0.000001") for _ in range(1_000_000))
     assert from_units(total) == Decimal(1)
+
+
+def test_exact_whatever_the_callers_decimal_context() -> None:
+    import decimal
+
+    with decimal.localcontext() as ctx:
+        ctx.prec = 6  # an application may lower it; money must not care
+        assert cost_to_units("1.234561234") == 1_234_561_234
+        assert to_units("123456.789012345") == 123_456_789_012_345
+        assert from_units(123_456_789_012_345) == Decimal("123456.789012345")
+        assert from_units(9_000_000_000_000_000_000) == Decimal(9_000_000_000)
+    # At the default 28 digits, rounding must not happen before the ceiling either.
+    assert cost_to_units(Decimal("1000.0000000000000000000000000001")) == 1_000_000_000_001
+
+
+def test_absurdly_large_amounts_are_a_value_error_not_an_overflow() -> None:
+    for huge in ("1e999999", "1e30", Decimal("9.9E+999999")):
+        with pytest.raises(InvalidAmountError):
+            to_units(huge)
+        with pytest.raises(InvalidAmountError):
+            cost_to_units(huge)

@@ -43,6 +43,7 @@ from llmbudget.budgets import Budget, BudgetStatus
 from llmbudget.clock import Clock, system_clock
 from llmbudget.errors import BudgetExceededError, InvalidInputError
 from llmbudget.money import MoneyLike, cost_to_units, from_units
+from llmbudget.periods import Window
 from llmbudget.stores import open_store
 from llmbudget.stores.base import AsyncStore, BudgetRecord, Refusal, SettleResult, Store, Usage
 from llmbudget.stores.base import validate_lines as _validate_lines
@@ -55,6 +56,8 @@ Plan = Generator[Call, Any, T]
 
 DEFAULT_HOLD_TTL = 600.0
 DEFAULT_RETENTION = 86_400.0
+# How many past windows a redefinition looks through for spend to carry (a year of days).
+_CARRY_WINDOWS = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +169,25 @@ class _Plans:
         return removed
 
     def define(self, budget: Budget) -> Plan[Budget]:
-        yield ("put_budget", (budget.to_record(self.clock()),))
+        now = self.clock()
+        found: list[BudgetRecord | None] = yield ("get_budgets", ([budget.scope],))
+        yield ("put_budget", (budget.to_record(now),))
+        old = None if found[0] is None else Budget.from_record(found[0])
+        if old is None or (old.period, old.created_at) == (budget.period, budget.created_at):
+            return budget
+        # The windows were laid out anew (another period, timezone or anchor). Spend is
+        # keyed by window, so the new current window would start empty: carry into it every
+        # old window that overlaps it. Conservative: an old window only partly inside the
+        # new one is carried whole, so spend can be over-counted, never lost.
+        window = budget.window_at(now)
+        rows: list[tuple[int, int]] = yield ("history", (budget.scope, _CARRY_WINDOWS))
+        carry = sum(
+            spent
+            for key, spent in rows
+            if key != window.key and _overlaps(old.window_at(float(key)), window)
+        )
+        if carry:
+            yield ("charge", ([budget.line(window)], carry, None, now))
         return budget
 
     def get(self, scopes: Sequence[str]) -> Plan[list[Budget | None]]:
@@ -180,6 +201,10 @@ class _Plans:
     def delete(self, scope: str) -> Plan[bool]:
         deleted: bool = yield ("delete_budget", (scope,))
         return deleted
+
+
+def _overlaps(a: Window, b: Window) -> bool:
+    return (b.end is None or a.start < b.end) and (a.end is None or a.end > b.start)
 
 
 def _hold_id(hold: Hold | str) -> str:

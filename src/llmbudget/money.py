@@ -22,7 +22,7 @@ True
 from __future__ import annotations
 
 import math
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Context, Decimal, InvalidOperation, Overflow
 
 from llmbudget.errors import InvalidAmountError
 
@@ -36,8 +36,9 @@ __all__ = [
 ]
 
 UNITS_PER_DOLLAR = 1_000_000_000
-_UNIT = Decimal(1) / UNITS_PER_DOLLAR
 _MAX_UNITS = 2**63 - 1
+# Anything above this many dollars is refused before any arithmetic (it could not be stored).
+_MAX_ADJUSTED_EXPONENT = 10
 
 MoneyLike = Decimal | int | float | str
 
@@ -86,20 +87,18 @@ def to_units(value: object, *, what: str = "amount") -> int:
 
     Used for limits, where silently rounding would change what the user asked for.
     """
-    money = to_money(value, what=what)
-    scaled = money * UNITS_PER_DOLLAR
+    scaled = _scaled(to_money(value, what=what), what)
     if scaled != scaled.to_integral_value():
         raise InvalidAmountError(
-            f"{what} {money} is finer than $0.000000001, the smallest amount llmbudget stores"
+            f"{what} {value} is finer than $0.000000001, the smallest amount llmbudget stores"
         )
     return _checked(int(scaled), what)
 
 
 def cost_to_units(value: object, *, what: str = "cost") -> int:
     """Integer nano-dollars for a *cost*, rounded up so spend is never under-recorded."""
-    money = to_money(value, what=what)
-    scaled = (money * UNITS_PER_DOLLAR).to_integral_value(rounding=ROUND_CEILING)
-    return _checked(int(scaled), what)
+    scaled = _scaled(to_money(value, what=what), what)
+    return _checked(int(scaled.to_integral_value(rounding=ROUND_CEILING)), what)
 
 
 def from_units(units: int) -> Decimal:
@@ -110,11 +109,29 @@ def from_units(units: int) -> Decimal:
     """
     if units == 0:
         return Decimal(0)
-    result = (Decimal(units) * _UNIT).normalize()
+    exact = Decimal(units)
+    context = _context_for(exact)
+    result = exact.scaleb(-9, context).normalize(context)
     # normalize() turns 100 into 1E+2; keep plain notation for whole dollars.
     if result == result.to_integral_value():
-        return result.quantize(Decimal(1))
+        return result.quantize(Decimal(1), context=context)
     return result
+
+
+def _scaled(money: Decimal, what: str) -> Decimal:
+    """``money`` × 10⁹, exactly, whatever precision the caller's decimal context has."""
+    if money and money.adjusted() > _MAX_ADJUSTED_EXPONENT:
+        raise InvalidAmountError(f"{what} is larger than llmbudget can store (~$9.2 billion)")
+    try:
+        return money.scaleb(9, _context_for(money))
+    except (Overflow, InvalidOperation):  # pragma: no cover - excluded by the check above
+        raise InvalidAmountError(f"{what} cannot be stored: {money}") from None
+
+
+def _context_for(value: Decimal) -> Context:
+    # A private context wide enough for every digit: the ambient one (28 digits by
+    # default, or whatever the application set) could round money silently.
+    return Context(prec=len(value.as_tuple().digits) + 30, Emax=999_999_999, Emin=-999_999_999)
 
 
 def _checked(units: int, what: str) -> int:
