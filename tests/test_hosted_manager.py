@@ -59,6 +59,19 @@ def http_store(server: tuple[str, MemoryStore]) -> Iterator[HttpStore]:
     store.close()
 
 
+@pytest.fixture
+def trusted_http_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[HttpStore]:
+    """An HttpStore on a server that takes the client's times as sent
+    (``trust_client_clock``): the conformance suites drive time by hand (``now=0``, then
+    ``now=200``...), which a server on its own clock would rightly ignore."""
+    monkeypatch.delenv("LLMBUDGET_ADMIN_KEY", raising=False)
+    config = ServerConfig(admin_key=KEY, trust_client_clock=True)
+    with live_server(create_app(config, store=MemoryStore())) as base:
+        store = HttpStore(base, api_key=KEY)
+        yield store
+        store.close()
+
+
 _INJECTED = {"store", "ledger", "clock"}
 
 
@@ -108,16 +121,16 @@ def _run_suite_test(
 
 @pytest.mark.parametrize(("name", "extra"), _suite(conformance_suite))
 def test_store_conformance_over_http(
-    name: str, extra: dict[str, Any], http_store: HttpStore, clock: FrozenClock
+    name: str, extra: dict[str, Any], trusted_http_store: HttpStore, clock: FrozenClock
 ) -> None:
-    _run_suite_test(getattr(conformance_suite, name), extra, http_store, clock)
+    _run_suite_test(getattr(conformance_suite, name), extra, trusted_http_store, clock)
 
 
 @pytest.mark.parametrize(("name", "extra"), _suite(ledger_suite))
 def test_ledger_conformance_over_http(
-    name: str, extra: dict[str, Any], http_store: HttpStore, clock: FrozenClock
+    name: str, extra: dict[str, Any], trusted_http_store: HttpStore, clock: FrozenClock
 ) -> None:
-    _run_suite_test(getattr(ledger_suite, name), extra, http_store, clock)
+    _run_suite_test(getattr(ledger_suite, name), extra, trusted_http_store, clock)
 
 
 @pytest.mark.parametrize(("name", "extra"), _suite(documents_suite))
@@ -376,3 +389,41 @@ def test_two_processes_500_charges_each_lose_nothing(
         assert status.spent == Decimal("1.000")
         assert status.by_model == {"m": Decimal("1.000")}
         assert status.held == 0
+
+
+def test_store_api_runs_on_the_servers_clock_not_the_clients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client whose clock is 10 hours ahead can neither expire nor purge another
+    client's live hold (which would allow overspending), nor make its own hold outlive
+    its lifetime on the server's clock."""
+    monkeypatch.delenv("LLMBUDGET_ADMIN_KEY", raising=False)
+    server_clock = FrozenClock(1_000_000.0)
+    backing = MemoryStore()
+    app = create_app(ServerConfig(admin_key=KEY), store=backing, clock=server_clock)
+    ahead = 1_000_000.0 + 10 * 3600
+    line = [Line("user:p:u", 0, 100)]
+    with live_server(app) as base:
+        store = HttpStore(base, api_key=KEY)
+        # An honest client holds 60 of 100 for 60 s.
+        assert store.reserve("honest", line, 60, 1_000_060.0, 1_000_000.0) is None
+        # The skewed client: its "now" is past the honest hold's expiry, and past the
+        # retention too, yet the hold still counts and survives a purge.
+        assert store.usage("user:p:u", 0, ahead).held == 60
+        assert store.purge(ahead, 0) == 0
+        assert store.usage("user:p:u", 0, ahead).held == 60
+        refusal = store.reserve("skewed", line, 50, ahead + 60, ahead)
+        assert refusal is not None and refusal.held == 60
+        # Its own hold lives 60 s on the server's clock (not 10 h + 60 s, nor 0 s).
+        assert store.reserve("skewed", line, 40, ahead + 60, ahead) is None
+        assert backing.usage("user:p:u", 0, server_clock()).held == 100
+        server_clock.advance(61)
+        assert backing.usage("user:p:u", 0, server_clock()).held == 0
+        # The honest late settle still lands (the server's retention, not the client's).
+        assert store.settle("honest", 30, None, ahead).actual == 30
+        # A client far behind cannot make an immortal hold: clamped to one day.
+        assert store.reserve("immortal", line, 10, 1e9, 0.0) is None
+        assert backing.usage("user:p:u", 0, server_clock()).held == 10
+        server_clock.advance(86_400 + 1)
+        assert backing.usage("user:p:u", 0, server_clock()).held == 0
+        store.close()

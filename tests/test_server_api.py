@@ -110,6 +110,25 @@ def test_no_interactive_docs_that_would_load_a_cdn(client: TestClient) -> None:
 # -- budgets ------------------------------------------------------------------------------
 
 
+def test_put_without_timezone_rolling_or_created_at_keeps_the_existing_ones(
+    client: TestClient, clock: FrozenClock
+) -> None:
+    created = _create(client, timezone="Europe/Paris", rolling=True, created_at=NOON - 3600)
+    assert created["timezone"] == "Europe/Paris" and created["rolling"] is True
+    clock.advance(5000)
+    put = client.put("/v1/projects/app/budgets/ann", json={"amount": "2", "period": "daily"})
+    assert put.status_code == 200, put.text
+    body = put.json()
+    assert body["limit"] == "2" and body["timezone"] == "Europe/Paris"
+    assert body["rolling"] is True and body["created_at"] == NOON - 3600
+    # Given explicitly, they do replace.
+    put = client.put(
+        "/v1/projects/app/budgets/ann",
+        json={"amount": "2", "period": "daily", "timezone": "UTC", "rolling": False},
+    )
+    assert put.json()["timezone"] == "UTC" and put.json()["rolling"] is False
+
+
 def test_budget_crud(client: TestClient) -> None:
     created = _create(client, amount="2.50", timezone="Europe/Paris", alert_thresholds=[0.9])
     assert created["limit"] == "2.50" or created["limit"] == "2.5"

@@ -413,3 +413,56 @@ def test_real_litellm_client_if_installed(
     second.update_cost(user="1234", model="gpt-3.5-turbo", input_text="hello", output_text="hi")
     wait_until(lambda: spent() >= 3 * one_call)
     assert spent() == 3 * one_call
+
+
+def _limit(store: SQLiteStore, clock: FrozenClock, user: str = "u") -> Any:
+    budget = Ledger(store, clock=clock).get([f"user:p:{user}"])[0]
+    return None if budget is None else (budget.limit, budget.period.describe())
+
+
+def test_a_stale_dict_does_not_undo_an_admins_limit_change(
+    base: str, store: SQLiteStore, clock: FrozenClock
+) -> None:
+    body = {"user": "u", "amount": "100", "period": "daily"}
+    assert _api(base, "POST", "/v1/projects/p/budgets", json=body).status_code == 201
+    client = LiteLLMClient("p", base, HEADERS)
+    assert client.user_dict["u"]["total_budget"] == 100.0
+    patched = _api(base, "PATCH", "/v1/projects/p/budgets/u", json={"amount": "10"})
+    assert patched.status_code == 200
+    client.update_cost("u", 0.5, "m")  # posts the whole dict, still saying 100
+    assert _limit(store, clock) == (Decimal(10), "daily")
+    assert _status(store, clock, "p", "u").spent == Decimal("0.5")
+    # The admin changes the period; the client then changes only the limit: both stay.
+    assert (
+        _api(base, "PATCH", "/v1/projects/p/budgets/u", json={"period": "weekly"}).status_code
+        == 200
+    )
+    client.user_dict["u"]["total_budget"] = 50
+    client.save_data()
+    assert _limit(store, clock) == (Decimal(50), "weekly")
+    # And a duration the client changed itself is written.
+    client.user_dict["u"]["duration"] = 28
+    client.save_data()
+    assert _limit(store, clock) == (Decimal(50), "monthly")
+
+
+def test_a_stale_dict_does_not_recreate_a_deleted_budget(
+    base: str, store: SQLiteStore, clock: FrozenClock
+) -> None:
+    for user in ("u", "v"):
+        body = {"user": user, "amount": "100", "period": "daily"}
+        assert _api(base, "POST", "/v1/projects/p/budgets", json=body).status_code == 201
+    client = LiteLLMClient("p", base, HEADERS)
+    for user in ("u", "v"):
+        assert _api(base, "DELETE", f"/v1/projects/p/budgets/{user}").status_code == 200
+    client.update_cost("u", 0.5, "m")
+    assert client.responses[-1] == {"status": "success"}
+    assert _limit(store, clock, "u") is None and _limit(store, clock, "v") is None
+    # Unless the client changes the limit (or duration) itself: then it is its budget.
+    client.user_dict["v"]["total_budget"] = 7
+    client.save_data()
+    assert _limit(store, clock, "u") is None
+    assert _limit(store, clock, "v") == (Decimal(7), "daily")
+    # A brand-new user of the client (no marker) is created as before.
+    client.create_budget(3, "w", "weekly", created_at=clock())
+    assert _limit(store, clock, "w") == (Decimal(3), "weekly")

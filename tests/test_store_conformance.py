@@ -158,16 +158,67 @@ def test_expired_hold_can_still_be_released_once(store: Store) -> None:
 
 
 def test_reserve_again_with_the_same_id_changes_nothing(store: Store) -> None:
-    assert store.reserve("h", [line("a", 100)], 60, EXP, NOW) is None
+    lines = [line("a", 100), line("b", 1000, W2)]
+    assert store.reserve("h", lines, 60, EXP, NOW) is None
     # Would not fit if it counted twice: it succeeds and holds nothing more.
-    assert store.reserve("h", [line("a", 100)], 60, EXP, NOW) is None
-    assert held(store, "a") == 60
-    # Other lines or amounts under a known id: still a success, still nothing changes.
-    assert store.reserve("h", [line("b", 10)], 50, EXP, NOW) is None
-    assert held(store, "b") == 0
-    store.settle("h", 20, None, NOW)
-    assert store.reserve("h", [line("a", 100)], 60, EXP, NOW) is None
-    assert (spent(store, "a"), held(store, "a")) == (20, 0)
+    assert store.reserve("h", lines, 60, EXP, NOW) is None
+    # Lines in another order (and other limits) are the same reservation.
+    assert store.reserve("h", [line("b", None, W2), line("a", 60)], 60, EXP, NOW) is None
+    assert (held(store, "a"), held(store, "b", window=W2)) == (60, 60)
+    # Expiry does not matter: an expired hold that was never ended still replays.
+    later = EXP + 1
+    assert store.reserve("h", lines, 60, EXP, later) is None
+    assert held(store, "a", later) == 0
+    assert store.settle("h", 60, None, NOW) == SettleResult(60, already=False)
+    assert (spent(store, "a"), spent(store, "b", window=W2)) == (60, 60)
+
+
+def test_reserve_reusing_a_settled_hold_id_is_refused_and_changes_nothing(
+    store: Store,
+) -> None:
+    assert store.reserve("req-1", [line("a", 100)], 90, EXP, NOW) is None
+    store.settle("req-1", 90, "m", NOW)
+    with pytest.raises(InvalidInputError, match="req-1"):
+        store.reserve("req-1", [line("a", 100)], 90, EXP, NOW)
+    usage = store.usage("a", W, NOW)
+    assert (usage.spent, usage.held, dict(usage.by_model)) == (90, 0, {"m": 90})
+    # The first settle still stands, and a fresh id is still judged against the limit.
+    assert store.settle("req-1", 90, None, NOW) == SettleResult(90, already=True)
+    assert store.reserve("req-2", [line("a", 100)], 90, EXP, NOW) == Refusal(0, 90, 0)
+
+
+def test_reserve_reusing_a_released_hold_id_is_refused(store: Store) -> None:
+    assert store.reserve("h", [line("a", 100)], 50, EXP, NOW) is None
+    assert store.release("h", NOW) is True
+    with pytest.raises(InvalidInputError):
+        store.reserve("h", [line("a", 100)], 50, EXP, NOW)
+    assert (spent(store, "a"), held(store, "a")) == (0, 0)
+    assert store.release("h", NOW) is False
+
+
+def test_reserve_reusing_a_hold_id_with_another_amount_is_refused(store: Store) -> None:
+    assert store.reserve("h", [line("a", 100)], 50, EXP, NOW) is None
+    for amount in (40, 51, 0):
+        with pytest.raises(InvalidInputError):
+            store.reserve("h", [line("a", 100)], amount, EXP, NOW)
+    assert held(store, "a") == 50
+    assert store.settle("h", 50, None, NOW).already is False
+
+
+def test_reserve_reusing_a_hold_id_with_other_lines_is_refused(store: Store) -> None:
+    assert store.reserve("h", [line("a", 100), line("b", 100)], 50, EXP, NOW) is None
+    for lines in (
+        [line("a", 100)],  # fewer
+        [line("a", 100), line("b", 100), line("c", 100)],  # more
+        [line("a", 100), line("c", 100)],  # another scope
+        [line("a", 100), line("b", 100, W2)],  # another window
+    ):
+        with pytest.raises(InvalidInputError):
+            store.reserve("h", lines, 50, EXP, NOW)
+    assert [held(store, s) for s in "ab"] == [50, 50]
+    assert held(store, "c") == 0 and held(store, "b", window=W2) == 0
+    store.settle("h", 10, None, NOW)
+    assert [spent(store, s) for s in "abc"] == [10, 10, 0]
 
 
 def test_settle_is_idempotent_and_replays_the_first_result(store: Store) -> None:

@@ -261,8 +261,17 @@ def put_budget(
     _names(project, user)
     state = get_state(request)
     existing = state.ledger.get([_scope(project, user)])[0]
+    # What the request leaves out of a replacement keeps the existing budget's value
+    # (timezone, rolling, created_at), not the server's defaults.
+    timezone = body.timezone
+    rolling = body.rolling
+    if existing is not None:
+        if timezone is None:
+            timezone = existing.period.timezone
+        if "rolling" not in body.model_fields_set:
+            rolling = existing.period.rolling
     budget = _define(
-        state, project, user, body.amount, body.period, body.timezone, body.rolling,
+        state, project, user, body.amount, body.period, timezone, rolling,
         body.created_at, body.alert_thresholds, existing,
     )  # fmt: skip
     if existing is None:

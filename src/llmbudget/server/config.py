@@ -98,6 +98,7 @@ class ServerConfig:
     retention: float = 86_400.0
     max_body_bytes: int = DEFAULT_MAX_BODY
     default_timezone: str = "UTC"
+    trust_client_clock: bool = False
     alerts: AlertConfig = field(default_factory=AlertConfig)
     gateway: Mapping[str, Any] | None = None
 
@@ -114,6 +115,8 @@ class ServerConfig:
                 kwargs[key] = _positive(kwargs[key], key)
         if "max_body_bytes" in kwargs:
             kwargs["max_body_bytes"] = int(_positive(kwargs["max_body_bytes"], "max_body_bytes"))
+        if "trust_client_clock" in kwargs and not isinstance(kwargs["trust_client_clock"], bool):
+            raise InvalidInputError("trust_client_clock must be true or false")
         if "port" in kwargs:
             kwargs["port"] = int(kwargs["port"])
         if "default_timezone" in kwargs:

@@ -12,7 +12,11 @@ other path uses:
   ``"<n>d"``, fractions → hours or seconds, absent → lifetime). A duration equal to what
   ``/get_budget`` reported for the stored period keeps that period as it is (so a
   ``"30d"`` or a rolling budget is not rewritten as ``"monthly"``). Spend is never touched
-  by an upsert.
+  by an upsert. Since the client posts back every record it loaded, the sync marker also
+  carries the ``total_budget`` and ``duration`` handed out, and a marked record only
+  writes the one(s) the client changed: an admin's later change of the limit or period
+  is not undone by a stale copy, and a budget deleted since is not re-created (nor
+  charged) unless the client changed its limit or duration.
 * **Spend** only ever moves by *increments*. Every record ``/get_budget`` hands out
   carries a sync marker (``"llmbudget_sync"``: a session id and the exact costs it
   reported), which LiteLLM's client keeps and sends back untouched. Per session, user and
@@ -157,6 +161,23 @@ def _units(value: object, what: str) -> int:
     return units
 
 
+def _days(value: object, what: str) -> float:
+    """The seed's ``duration``: a number of days, or one of daily/weekly/monthly/yearly."""
+    if isinstance(value, str):
+        named = _SEED_DAYS.get(value.strip().lower())
+        if named is None:
+            raise InvalidInputError(
+                f"{what} must be a number of days (or daily/weekly/monthly/yearly)"
+            )
+        days = float(named)
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(f"{what} must be a number of days")
+    else:
+        days = float(value)
+    period_from_days(days)  # validates
+    return days
+
+
 def _epoch(value: object, what: str) -> float | None:
     if value is None:
         return None
@@ -197,6 +218,22 @@ class _Incoming:
     base_current: int = 0
     base_models: dict[str, int] = field(default_factory=dict)
     base_last_updated_at: float | None = None
+    # The limit (nano-dollars) and duration (days) the marker says were handed out;
+    # ``base_known`` is False for markers of servers that did not send them.
+    base_known: bool = False
+    base_limit: int | None = None
+    base_days: float | None = None
+
+    @property
+    def limit_changed(self) -> bool:
+        """The client changed ``total_budget`` since it loaded the record (or it has no
+        marker saying what it loaded: then its value is all there is)."""
+        return not self.base_known or self.limit != self.base_limit
+
+    @property
+    def days_changed(self) -> bool:
+        """Same for ``duration``."""
+        return not self.base_known or self.days != self.base_days
 
     def progress(
         self, base_current: int, base_models: Mapping[str, int]
@@ -273,6 +310,10 @@ class SeedProtocol:
         record["timezone"] = budget.period.timezone
         record[SYNC_MARKER] = {
             "session": session,
+            # What the client was given, so /set_budget can tell its own changes from
+            # the stale copy it posts back with every update.
+            "total_budget": record["total_budget"],
+            "duration": days,
             "current_cost": str(status.spent),
             "model_cost": {m: str(v) for m, v in status.by_model.items()},
             "last_updated_at": last,
@@ -301,7 +342,8 @@ class SeedProtocol:
             states.update(self.store.list_docs(SYNC_KIND, f"{session}|"))
         for item, record in zip(incoming, existing, strict=True):
             budget = self._upsert(item, record, now, result)
-            self._sync(item, budget, states.get(self._state_key(item)), now, result)
+            if budget is not None:
+                self._sync(item, budget, states.get(self._state_key(item)), now, result)
         return result
 
     def _parse(self, project: str, user: object, rec: object) -> _Incoming:
@@ -315,18 +357,7 @@ class SeedProtocol:
         days: float | None = None
         duration = rec.get("duration")
         if duration is not None:
-            if isinstance(duration, str):
-                named = _SEED_DAYS.get(duration.strip().lower())
-                if named is None:
-                    raise InvalidInputError(
-                        f"{where}.duration must be a number of days (or daily/weekly/monthly/yearly)"
-                    )
-                days = float(named)
-            elif isinstance(duration, bool) or not isinstance(duration, int | float):
-                raise InvalidInputError(f"{where}.duration must be a number of days")
-            else:
-                days = float(duration)
-            period_from_days(days)  # validates
+            days = _days(duration, f"{where}.duration")
         current = _units(rec.get("current_cost") or 0, f"{where}.current_cost")
         models_in = rec.get("model_cost") or {}
         if not isinstance(models_in, Mapping):
@@ -366,6 +397,18 @@ class SeedProtocol:
             item.base_last_updated_at = _epoch(
                 marker.get("last_updated_at"), f"{where}.{SYNC_MARKER}.last_updated_at"
             )
+            if "total_budget" in marker:
+                given = marker["total_budget"]
+                item.base_known = True
+                item.base_limit = (
+                    None if given is None else _units(given, f"{where}.{SYNC_MARKER}.total_budget")
+                )
+                given_days = marker.get("duration")
+                item.base_days = (
+                    None
+                    if given_days is None
+                    else _days(given_days, f"{where}.{SYNC_MARKER}.duration")
+                )
             item.base_current = _units(marker.get("current_cost") or 0, f"{where} baseline")
             item.base_models = {
                 _text(m, f"{where} baseline model"): _units(v, f"{where} baseline")
@@ -388,9 +431,20 @@ class SeedProtocol:
 
     def _upsert(
         self, item: _Incoming, record: BudgetRecord | None, now: float, result: SetBudgetResult
-    ) -> Budget:
+    ) -> Budget | None:
+        """Apply the record's limit and duration, as far as the client changed them.
+
+        LiteLLM posts back the whole dict it loaded, so a marked record's ``total_budget``
+        and ``duration`` are usually stale copies of what ``/get_budget`` handed out: only
+        a value that differs from the marker's is the client's own change (and written).
+        Anything else stays as stored, so a limit an admin changed since is not undone,
+        and a budget deleted since is not re-created (``None``: nothing to sync)."""
         existing = None if record is None else Budget.from_record(record)
-        if item.days is None:
+        if not item.limit_changed and not item.days_changed:
+            return existing
+        if existing is not None and not item.days_changed:
+            period = existing.period
+        elif item.days is None:
             period = Period.parse(None, timezone=existing.period.timezone if existing else None)
         elif existing is not None and seed_days(existing.period) == item.days:
             period = existing.period  # unchanged as far as the client can tell: keep it
@@ -399,7 +453,7 @@ class SeedProtocol:
                 period_from_days(item.days),
                 timezone=existing.period.timezone if existing else self.timezone,
             )
-        limit = from_units(item.limit)
+        limit = from_units(item.limit) if existing is None or item.limit_changed else existing.limit
         if existing is not None and existing.limit == limit and existing.period == period:
             return existing
         created = (

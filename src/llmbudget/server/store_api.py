@@ -4,8 +4,17 @@ This is what :class:`~llmbudget.stores.http.HttpStore` speaks, so a
 ``BudgetManager(client_type="hosted")`` runs its usual :class:`~llmbudget.ledger.Ledger`
 on the client while every operation is one atomic call into the server's store: two app
 servers behind a load balancer can never lose each other's updates. Money is integer
-nano-dollars, windows are integer keys, times are epoch seconds chosen by the client (a
-store never reads a clock). All endpoints are ``POST`` with a JSON body.
+nano-dollars, windows are integer keys. All endpoints are ``POST`` with a JSON body.
+
+Times come from the **server's** clock, never the client's: ``reserve``, ``settle``,
+``release``, ``charge``, ``usage`` and ``purge`` accept a ``now`` (for compatibility) but
+ignore it, so a client whose clock runs ahead cannot expire (and purge) other clients'
+live holds, nor one running behind make its own holds outlive their lifetime. A
+reserve's ``expires_at`` is re-based on the server's clock: the hold lives
+``expires_at - now`` seconds as the client meant, clamped to ``[0, MAX_HOLD_TTL]`` (one
+day). Window keys are still the client's (its ledger computes them from its budgets).
+``trust_client_clock = true`` in the config restores the client's times as sent (only
+for a single client whose clock is the server's, or for tests that drive time).
 
 ==============================  ==========================================================
 ``/v1/store/reserve``           ``{hold_id, lines, amount, expires_at, now}`` → ``{refusal}``
@@ -79,11 +88,14 @@ from .schemas import (
     StoreUsageIn,
     StoreUsageOut,
 )
-from .state import get_state
+from .state import ServerState, get_state
 
-__all__ = ["record_in", "record_out", "store_router"]
+__all__ = ["MAX_HOLD_TTL", "record_in", "record_out", "store_router"]
 
 store_router = APIRouter(prefix="/v1/store", tags=["store"], dependencies=[Depends(require_admin)])
+
+MAX_HOLD_TTL = 86_400.0
+"""The longest a hold reserved through ``/v1/store/reserve`` can live (seconds)."""
 
 _HOLD_404: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown hold (code: unknown_hold)."}
@@ -92,6 +104,22 @@ _HOLD_404: dict[int | str, dict[str, Any]] = {
 
 def _lines(lines: list[LineIO]) -> list[Line]:
     return [Line(line.scope, line.window, line.limit) for line in lines]
+
+
+def _now(state: ServerState, client_now: float) -> float:
+    """The time a store operation runs at: the server's clock, not the client's."""
+    return float(client_now) if state.config.trust_client_clock else state.clock()
+
+
+def _expires_at(
+    state: ServerState, client_expires_at: float, client_now: float, server_now: float
+) -> float:
+    """The client's hold lifetime (``expires_at - now`` by its own clock), clamped to
+    ``[0, MAX_HOLD_TTL]``, from the server's ``now``: clock skew cancels out."""
+    if state.config.trust_client_clock:
+        return float(client_expires_at)
+    ttl = min(max(float(client_expires_at) - float(client_now), 0.0), MAX_HOLD_TTL)
+    return server_now + ttl
 
 
 def record_out(record: BudgetRecord) -> RecordOut:
@@ -123,20 +151,22 @@ def store_reserve(request: Request, body: StoreReserveIn) -> StoreReserveOut:
     state = get_state(request)
     lines = _lines(body.lines)
     validate_lines(lines, body.amount)
-    refusal = state.store.reserve(body.hold_id, lines, body.amount, body.expires_at, body.now)
+    now = _now(state, body.now)
+    expires_at = _expires_at(state, body.expires_at, body.now, now)
+    refusal = state.store.reserve(body.hold_id, lines, body.amount, expires_at, now)
     if refusal is not None:
         state.metrics.record_refusal(lines[refusal.index].scope)
         return StoreReserveOut(
             refusal=RefusalOut(index=refusal.index, spent=refusal.spent, held=refusal.held)
         )
-    state.metrics.hold_opened(body.hold_id, [line.scope for line in lines], body.expires_at)
+    state.metrics.hold_opened(body.hold_id, [line.scope for line in lines], expires_at)
     return StoreReserveOut(refusal=None)
 
 
 @store_router.post("/settle", response_model=StoreSettleOut, responses=_HOLD_404)
 def store_settle(request: Request, body: StoreSettleIn) -> StoreSettleOut:
     state = get_state(request)
-    result = state.store.settle(body.hold_id, body.actual, body.model, body.now)
+    result = state.store.settle(body.hold_id, body.actual, body.model, _now(state, body.now))
     scopes = state.metrics.hold_closed(body.hold_id)
     if not result.already and scopes:
         state.metrics.record_spend(scopes[0], result.actual / 1e9)
@@ -147,7 +177,7 @@ def store_settle(request: Request, body: StoreSettleIn) -> StoreSettleOut:
 @store_router.post("/release", response_model=StoreReleaseOut, responses=_HOLD_404)
 def store_release(request: Request, body: StoreReleaseIn) -> StoreReleaseOut:
     state = get_state(request)
-    released = state.store.release(body.hold_id, body.now)
+    released = state.store.release(body.hold_id, _now(state, body.now))
     state.metrics.hold_closed(body.hold_id)
     return StoreReleaseOut(released=released)
 
@@ -157,7 +187,7 @@ def store_charge(request: Request, body: StoreChargeIn) -> Empty:
     state = get_state(request)
     lines = _lines(body.lines)
     validate_lines(lines, body.amount)
-    state.store.charge(lines, body.amount, body.model, body.now)
+    state.store.charge(lines, body.amount, body.model, _now(state, body.now))
     state.metrics.record_spend(lines[0].scope, body.amount / 1e9)
     state.alerts.notify(line.scope for line in lines)
     return Empty()
@@ -165,7 +195,8 @@ def store_charge(request: Request, body: StoreChargeIn) -> Empty:
 
 @store_router.post("/usage", response_model=StoreUsageOut)
 def store_usage(request: Request, body: StoreUsageIn) -> StoreUsageOut:
-    usage = get_state(request).store.usage(body.scope, body.window, body.now)
+    state = get_state(request)
+    usage = state.store.usage(body.scope, body.window, _now(state, body.now))
     return StoreUsageOut(spent=usage.spent, held=usage.held, by_model=dict(usage.by_model))
 
 
@@ -183,7 +214,8 @@ def store_history(request: Request, body: StoreHistoryIn) -> StoreHistoryOut:
 
 @store_router.post("/purge", response_model=StorePurgeOut)
 def store_purge(request: Request, body: StorePurgeIn) -> StorePurgeOut:
-    return StorePurgeOut(removed=get_state(request).store.purge(body.now, body.retention))
+    state = get_state(request)
+    return StorePurgeOut(removed=state.store.purge(_now(state, body.now), body.retention))
 
 
 @store_router.post("/put_budget", response_model=Empty)

@@ -12,7 +12,10 @@ one Redis Lua script. Semantics every store must keep (the conformance suite che
     in that line's window, else nothing changes and a :class:`Refusal` names the first
     line (in the given order) that would go over. Holds whose ``expires_at <= now`` do
     not count. Reserving again with a ``hold_id`` the store already has changes nothing
-    and succeeds, so a client may retry a reserve whose answer it lost.
+    and succeeds only if that hold is still held (not settled or released; expiry does
+    not matter) with the same ``amount`` and the same ``(scope, window)`` lines, so a
+    client may retry a reserve whose answer it lost. Any other reuse of a ``hold_id``
+    raises :class:`~llmbudget.errors.InvalidInputError` and changes nothing.
 ``settle(hold_id, actual, model, now)``
     Records ``actual`` as spend on every line of the hold (in the windows it was reserved
     in) and ends the hold. Idempotent: settling again records nothing and returns the

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llmbudget.errors import UnknownHoldError
+from llmbudget.errors import InvalidInputError, UnknownHoldError
 from llmbudget.stores.base import (
     BudgetRecord,
     Line,
@@ -71,7 +71,19 @@ class MemoryStore(Store):
         self, hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float
     ) -> Refusal | None:
         with self._lock:
-            if hold_id in self._holds:
+            existing = self._holds.get(hold_id)
+            if existing is not None:
+                # A retry of this very reserve: the hold must still be live and identical.
+                wanted = {(line.scope, line.window) for line in lines}
+                if (
+                    existing.state != "held"
+                    or existing.amount != amount
+                    or set(existing.lines) != wanted
+                ):
+                    raise InvalidInputError(
+                        f"hold id {hold_id!r} was already used for a different or finished "
+                        "reservation"
+                    )
                 return None
             for index, line in enumerate(lines):
                 if line.limit is None:

@@ -226,6 +226,10 @@ class _Ops:
         reply = yield _Eval(SCRIPTS["reserve"], tuple(keys), tuple(args))
         if not reply:
             return None
+        if len(reply) == 1:  # {-1}: the id is taken by an ended or different hold
+            raise InvalidInputError(
+                f"hold id {hold_id!r} was already used for a different or finished reservation"
+            )
         index, spent, heldsum, expired = reply
         return Refusal(int(index), int(spent), int(heldsum) - int(expired))
 

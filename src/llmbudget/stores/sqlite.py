@@ -180,7 +180,22 @@ class SQLiteStore(Store):
     ) -> Refusal | None:
         def run() -> Refusal | None:
             with self._write() as conn:
-                if conn.execute("SELECT 1 FROM holds WHERE id = ?", (hold_id,)).fetchone():
+                existing = conn.execute(
+                    "SELECT state, amount, lines FROM holds WHERE id = ?", (hold_id,)
+                ).fetchone()
+                if existing is not None:
+                    # A retry of this very reserve: the hold must still be live and identical.
+                    state, held_amount, held_lines = existing
+                    wanted = {(line.scope, line.window) for line in lines}
+                    if (
+                        state != "held"
+                        or held_amount != amount
+                        or {(s, w) for s, w in json.loads(held_lines)} != wanted
+                    ):
+                        raise InvalidInputError(
+                            f"hold id {hold_id!r} was already used for a different or finished "
+                            "reservation"
+                        )
                     return None
                 for index, line in enumerate(lines):
                     if line.limit is None:

@@ -1,9 +1,27 @@
 -- reserve: ARGV = prefix, hold_id, amount, expires_at, now, then per line: scope, window, limit ('' = none)
--- Returns {} when held (or already held under this id), else {index, spent, heldsum, expired}.
+-- Returns {} when held (or already held identically under this id), {-1} when the id is
+-- taken by a hold that has ended or has another amount or other lines, else
+-- {index, spent, heldsum, expired}.
 local id, amount, expires_at, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local hold = k_hold(id)
-if redis.call('EXISTS', hold) == 1 then return {} end
 local n = (#ARGV - 5) / 3
+local h = redis.call('HMGET', hold, 's', 'a', 'n')
+if h[1] then
+    -- A retry of this very reserve: the hold must still be live and identical.
+    if h[1] ~= 'h' or h[2] ~= amount or tonumber(h[3]) ~= n then return { -1 } end
+    local wanted = {}
+    for i = 1, n do
+        local scope, win = ARGV[3 + 3 * i], ARGV[4 + 3 * i]
+        wanted[scope] = wanted[scope] or {}
+        wanted[scope][win] = true
+    end
+    -- Lines within one call are distinct (validated), so equal counts and inclusion
+    -- mean equal sets.
+    for _, line in ipairs(read_lines(hold, n)) do
+        if not (wanted[line[1]] and wanted[line[1]][line[2]]) then return { -1 } end
+    end
+    return {}
+end
 for i = 1, n do
     local scope, win, limit = ARGV[3 + 3 * i], ARGV[4 + 3 * i], ARGV[5 + 3 * i]
     if limit ~= '' then
