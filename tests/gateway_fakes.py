@@ -3,7 +3,8 @@
 The fake answers ``/v1/chat/completions`` (plain and SSE) and ``/v1/embeddings`` with a
 reply of ``reply_tokens`` one-token words (" a"), cut at ``max_tokens``; its usage counts
 the prompt with llmbudget's own tokenizer, so a test knows the exact cost. It counts every
-call, and can be told to fail, to be slow, or to omit usage.
+call, and can be told to fail, to be slow (``delay`` > a deployment's ``timeout`` gives a
+timeout after the request was sent), to break its body off, or to omit usage.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class FakeUpstream:
     delay: float = 0.0
     chunk_delay: float = 0.0
     send_usage: bool = True
+    break_body: bool = False  # non-streamed replies: send 200 and part of the body, then drop
     calls: list[dict[str, Any]] = field(default_factory=list)
     stream_chunks_sent: int = 0
     closed_early: int = 0
@@ -75,6 +77,8 @@ class FakeUpstream:
         failure = self._failure()
         if failure is not None:
             return failure
+        if self.break_body and not body.get("stream"):
+            return StreamingResponse(_broken_body(), media_type="application/json")
         model = body["model"]
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or 10**9
         n_out = min(self.reply_tokens, limit)
@@ -155,6 +159,12 @@ class FakeUpstream:
         if self.send_usage:
             doc["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
         return JSONResponse(doc)
+
+
+async def _broken_body() -> AsyncIterator[bytes]:
+    yield b'{"id": "chatcmpl-fake", "choices": ['
+    await asyncio.sleep(0.05)
+    raise RuntimeError("the fake upstream drops the connection mid-body")
 
 
 class ServerThread:

@@ -8,7 +8,12 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from llmbudget.gateway.upstream import FastClient, UpstreamError, UpstreamTimeoutError
+from llmbudget.gateway.upstream import (
+    FastClient,
+    HttpxClient,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -111,6 +116,29 @@ def test_timeouts_and_refused_connections_are_upstream_errors() -> None:
                 await client.post(url, b"x", {}, 0.2)
         with pytest.raises(UpstreamError):
             await client.post("http://127.0.0.1:1/v1/x", b"x", {}, 1)
+        await client.aclose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("kind", ["fast", "httpx"])
+def test_errors_say_whether_the_request_may_have_been_sent(kind: str) -> None:
+    """Only a request that never left may be released: the gateway reads ``sent``."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        await asyncio.sleep(5)
+
+    async def main() -> None:
+        server, url = await _serve(silent)
+        client = FastClient() if kind == "fast" else HttpxClient()
+        async with server:
+            with pytest.raises(UpstreamTimeoutError) as timed_out:
+                await client.post(url, b"x", {}, 0.2)
+            assert timed_out.value.sent is True  # it was sent: the work may be billed
+        with pytest.raises(UpstreamError) as refused:
+            await client.post("http://127.0.0.1:1/v1/x", b"x", {}, 1)
+        assert refused.value.sent is False  # no connection: nothing can have been billed
         await client.aclose()
 
     asyncio.run(main())

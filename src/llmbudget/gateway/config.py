@@ -62,7 +62,15 @@ from llmbudget.budgets import Budget, scope_key
 from llmbudget.errors import InvalidInputError, LLMBudgetError
 from llmbudget.money import from_units, to_money, to_units
 from llmbudget.periods import Period
-from llmbudget.pricing import DEFAULT_MAX_OUTPUT_TOKENS, ModelPrice, PriceBook
+from llmbudget.pricing import ModelPrice, PriceBook
+from llmbudget.sdk_budget import SAFE_OUTPUT_CAP
+
+#: Output cap reserved for and forwarded when the client sends no ``max_tokens`` and
+#: neither the deployment (``max_output_tokens``) nor the price data knows the model's max
+#: output. The same fallback as ``llmbudget.completion`` (``SAFE_OUTPUT_CAP``): every chat
+#: model accepts it, unlike the context window (gpt-4o: 128,000 > its 16,384 output limit,
+#: which OpenAI refuses with a 400, and a 128k-token hold on every request).
+DEFAULT_OUTPUT_TOKENS = SAFE_OUTPUT_CAP
 
 __all__ = [
     "STRATEGIES",
@@ -248,7 +256,7 @@ class Deployment:
     rpm: int | None = None
     timeout: float = 600.0
     budget: BudgetSpec | None = None
-    max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
+    max_output_tokens: int = DEFAULT_OUTPUT_TOKENS
     max_tokens_param: str = "max_tokens"
     headers: Mapping[str, str] = field(default_factory=dict)
 
@@ -526,7 +534,8 @@ def _deployment(entry: object, index: int, book: PriceBook) -> Deployment:
     price = _price(params, model, upstream, book, where)
     max_out = params.get("max_output_tokens") or params.get("max_tokens")
     if max_out is None:
-        max_out = price.max_output_tokens or price.context_window or DEFAULT_MAX_OUTPUT_TOKENS
+        # Never the context window: that is input + output, not what a model may generate.
+        max_out = price.max_output_tokens or DEFAULT_OUTPUT_TOKENS
     weight = params.get("weight", 1)
     if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
         raise InvalidInputError(f"{where}.weight must be a positive number")

@@ -371,9 +371,13 @@ def _parse_time(value: object) -> float | None:
     if isinstance(value, bool):
         raise InvalidInputError("expires_at must be an ISO 8601 time or epoch seconds")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
+        try:
+            at = float(value)
+        except OverflowError:  # an int beyond a float
+            raise InvalidInputError("expires_at is out of range") from None
+        if not math.isfinite(at):
             raise InvalidInputError("expires_at must be finite")
-        return float(value)
+        return _in_range(at, "expires_at")
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -381,7 +385,7 @@ def _parse_time(value: object) -> float | None:
             raise InvalidInputError(f"expires_at {value!r} is not an ISO 8601 time") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
+        return _in_range(parsed.timestamp(), "expires_at")
     raise InvalidInputError("expires_at must be an ISO 8601 time or epoch seconds")
 
 
@@ -391,7 +395,20 @@ def _parse_duration(value: object, now: float) -> float | None:
     match = _DURATION_RE.match(value) if isinstance(value, str) else None
     if match is None:
         raise InvalidInputError("duration must look like '30d', '12h', '90m', '2w' or '45s'")
-    return now + int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+    try:
+        at = now + int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+    except (OverflowError, ValueError):  # more digits than a float (or int parsing) allows
+        raise InvalidInputError("duration is out of range") from None
+    return _in_range(at, "duration")
+
+
+def _in_range(at: float, name: str) -> float:
+    """``at`` if it is a time the key's record can show (years 1-9999), else a 400."""
+    try:
+        datetime.fromtimestamp(at, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise InvalidInputError(f"{name} is out of range (past the year 9999)") from None
+    return at
 
 
 def _static_key(entry: Mapping[str, Any], index: int) -> VirtualKey:

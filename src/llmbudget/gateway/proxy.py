@@ -7,18 +7,25 @@ One request, start to end::
     model    = must be served (404) and allowed for the key (403)
     for each (model, deployment) in router.plan(model):       deployments, then fallbacks
         hold = reserve(all scopes, worst case)                one atomic reserve; 429 if refused
-        send upstream (stream_options.include_usage on)       429/5xx/timeout: release, next
+        send upstream (stream_options.include_usage on)       no connection / 429 / 5xx:
+                                                              release, next; answer lost
+                                                              after sending (timeout, broken
+                                                              body, cancelled): settle the
+                                                              full hold, log it, next
         pass the response (or SSE chunks) through as received
         settle(hold, real cost) + spend-log entry             one store round trip, after the
                                                               response (streams: at their end)
 
 Worst case = the prompt's tokens (always counted: tiktoken, ~10 µs for a short prompt)
-plus ``n x max_tokens`` (``max_completion_tokens`` wins if both are sent) at the
-deployment's prices, taking the dearest output rate (reasoning/audio) when they differ.
+plus ``n x max_tokens`` at the deployment's prices, taking the dearest output rate
+(reasoning/audio) when they differ. ``max_tokens`` and ``max_completion_tokens`` are one
+cap: both may be sent only if equal (else 400), and only the reserved cap is forwarded,
+under the deployment's ``max_tokens_param``.
 
-``max_tokens`` rule, when the client sends none: the gateway reserves for the model's max
-output and *forwards that number as* ``max_tokens`` so the upstream can never produce more
-than was reserved. If that reserve is refused by a key/user/team/org/global/model budget
+``max_tokens`` rule, when the client sends none: the gateway reserves for the deployment's
+max output (config, else price data, else 4096; at most the context window minus the
+prompt) and *forwards that number* so the upstream can never produce more than was
+reserved. If that reserve is refused by a key/user/team/org/global/model budget
 and ``cap_max_tokens`` is on (default), the gateway lowers the forwarded ``max_tokens`` to
 what the refusing budget can still pay after the prompt, and tries again; if that is fewer
 than ``min_completion_tokens`` (default 16) the request is refused with 429. An explicit
@@ -34,18 +41,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import anyio
 import httpx
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -75,6 +82,7 @@ from llmbudget.gateway.upstream import (
     UpstreamTimeoutError,
 )
 from llmbudget.ledger import Hold
+from llmbudget.money import cost_to_units
 from llmbudget.pricing import ModelPrice, TokenUsage, normalize_usage
 from llmbudget.stores.base import AsyncStore, Store
 from llmbudget.tokens import count_message_tokens, count_tokens
@@ -228,6 +236,7 @@ class Call:
     max_tokens: int | None = None
     n: int = 1
     wants_usage: bool = False
+    attempts: int = 0
     prompt_cache: dict[str, int] = field(default_factory=dict)
 
 
@@ -241,6 +250,9 @@ class Attempt:
     hold: Hold
     prompt_tokens: int
     output_tokens: int
+    number: int = 1  # 1 for the first deployment tried, 2 for the next ...
+    #: The hold's fate is decided (released, settled, or handed to a response that settles it).
+    ended: bool = False
 
 
 class _RetryError(Exception):
@@ -347,6 +359,7 @@ class Gateway:
                 400, "invalid_request", f"n must be an integer in 1..{_MAX_N}", param="n"
             )
         call.n = n
+        caps: dict[str, int] = {}
         for name in ("max_completion_tokens", "max_tokens"):
             value = payload.get(name)
             if value is None:
@@ -355,8 +368,20 @@ class Gateway:
                 raise GatewayError(
                     400, "invalid_request", f"{name} must be a positive integer", param=name
                 )
-            # max_completion_tokens is the newer name and wins when both are sent.
-            call.max_tokens = value if call.max_tokens is None else call.max_tokens
+            caps[name] = value
+        if len(set(caps.values())) > 1:
+            # Only one cap is forwarded (the one reserved for); two different ones leave it
+            # unclear which the client meant, and an upstream reading the other could
+            # generate past the hold. Refuse rather than guess.
+            raise GatewayError(
+                400,
+                "invalid_request",
+                "max_tokens and max_completion_tokens differ "
+                f"({caps['max_tokens']} and {caps['max_completion_tokens']}): send one of "
+                "them, or the same number in both",
+                param="max_tokens",
+            )
+        call.max_tokens = next(iter(caps.values()), None)
         options = payload.get("stream_options")
         if options is not None and not isinstance(options, Mapping):
             raise GatewayError(
@@ -434,14 +459,20 @@ class Gateway:
         """Reserve the worst case; returns the hold, prompt tokens and per-choice output cap."""
         prompt = self._prompt_tokens(call, dep)
         if call.endpoint == "embeddings":
-            amount = worst_case(dep.price, prompt, 0)
+            amount = self._amount(call, dep, prompt, 0)
             return await self.io.reserve(budgets, amount), prompt, 0
-        output = call.max_tokens if call.max_tokens is not None else dep.max_output_tokens
+        if call.max_tokens is not None:
+            output = call.max_tokens
+        else:
+            # The deployment's max output (config, else price data, else 4096), and never
+            # more than the context window leaves after the prompt.
+            output = dep.max_output_tokens
+            window = dep.price.context_window
+            if window:
+                output = max(1, min(output, window - prompt))
         for _ in range(len(budgets) + 1):
             try:
-                hold = await self.io.reserve(
-                    budgets, worst_case(dep.price, prompt, output * call.n)
-                )
+                hold = await self.io.reserve(budgets, self._amount(call, dep, prompt, output))
                 return hold, prompt, output
             except BudgetExceededError as exc:
                 if call.max_tokens is not None or not self.config.cap_max_tokens:
@@ -453,6 +484,21 @@ class Gateway:
                     raise
                 output = fits
         raise AssertionError("unreachable: each pass lowers output or raises")
+
+    def _amount(self, call: Call, dep: Deployment, prompt: int, output: int) -> Decimal:
+        """The worst case to reserve; 400 if it is beyond what a budget can hold."""
+        try:
+            amount = worst_case(dep.price, prompt, output * call.n)
+            cost_to_units(amount, what="reserve amount")
+        except (InvalidInputError, PricingError, ArithmeticError) as exc:
+            param = "max_tokens" if call.max_tokens is not None else None
+            raise GatewayError(
+                400,
+                "invalid_request",
+                f"this request's worst-case cost cannot be reserved: {exc}",
+                param=param,
+            ) from None
+        return amount
 
     async def _run(self, call: Call) -> Response:
         key = call.key
@@ -484,7 +530,8 @@ class Gateway:
                         500, "pricing_error", f"cannot price {model}: {exc}"
                     ) from None
                 tries += 1
-                attempt = Attempt(call, model, dep, hold, prompt, output)
+                call.attempts += 1
+                attempt = Attempt(call, model, dep, hold, prompt, output, call.attempts)
                 try:
                     return await self._send(attempt)
                 except _RetryError as retry:
@@ -513,11 +560,12 @@ class Gateway:
         body = dict(call.payload)
         body["model"] = dep.upstream_model
         if call.endpoint == "chat.completions":
-            if call.max_tokens is None:
-                # Forward what was reserved, so the upstream cannot produce more.
-                body.pop("max_tokens", None)
-                body.pop("max_completion_tokens", None)
-                body[dep.max_tokens_param] = attempt.output_tokens
+            # Forward exactly the cap that was reserved for, under the deployment's name for
+            # it, and nothing else: an upstream reading the other field could otherwise
+            # generate past the hold.
+            body.pop("max_tokens", None)
+            body.pop("max_completion_tokens", None)
+            body[dep.max_tokens_param] = attempt.output_tokens
             if call.stream:
                 options = dict(body.get("stream_options") or {})
                 options["include_usage"] = True
@@ -525,6 +573,13 @@ class Gateway:
         return dumps(body)
 
     async def _send(self, attempt: Attempt) -> Response:
+        """Forward the attempt; its hold is released, settled, or handed to the response.
+
+        The hold is released only when the request never reached the upstream (no
+        connection). Once it may have been sent, the provider may have done and billed the
+        work, so a lost answer (timeout, broken body, the handler cancelled while waiting)
+        settles the *full* hold and logs it, before any other deployment is tried.
+        """
         call, dep = attempt.call, attempt.deployment
         url = dep.chat_url if call.endpoint == "chat.completions" else dep.embeddings_url
         self.router.started(dep)
@@ -534,30 +589,43 @@ class Gateway:
                 upstream = await self.upstream.post(
                     url, self._upstream_body(attempt), self._headers[dep.id], dep.timeout
                 )
-            except UpstreamTimeoutError:
-                await self._failed(attempt, None)
-                raise _RetryError(
-                    GatewayError(
-                        504, "upstream_timeout", f"deployment {dep.id} timed out"
-                    ).response()
-                ) from None
             except UpstreamError as exc:
-                await self._failed(attempt, None)
-                raise _RetryError(
-                    GatewayError(
-                        502, "upstream_unreachable", f"deployment {dep.id} failed: {exc}"
-                    ).response()
-                ) from None
+                raise await self._lost(attempt, exc) from None
             if upstream.status_code >= 400:
                 return await self._upstream_error(attempt, upstream)
             self.router.succeeded(dep)
             if call.stream:
                 streaming = True
+                attempt.ended = True  # the stream settles when it ends
                 return _StreamResponse(self, attempt, upstream)
             return await self._complete(attempt, upstream)
+        except asyncio.CancelledError:
+            # The handler was cancelled (client gone, shutdown) with the call in flight: the
+            # upstream may still do and bill the work, so record the whole hold as spent.
+            if not attempt.ended:
+                attempt.ended = True
+                await self._settle_in_full(attempt, "cancelled", 499)
+            raise
         finally:
             if not streaming:
                 self.router.finished(dep)
+
+    async def _lost(self, attempt: Attempt, exc: UpstreamError) -> _RetryError:
+        """End the hold of a call whose upstream answer was lost; the error to retry with."""
+        dep = attempt.deployment
+        timed_out = isinstance(exc, UpstreamTimeoutError)
+        self.router.failed(dep, None)
+        if exc.sent:
+            attempt.ended = True
+            status = "upstream_timeout" if timed_out else "upstream_failed"
+            await self._settle_in_full(attempt, status, 504 if timed_out else 502)
+        else:
+            await self._release(attempt)
+        if timed_out:
+            error = GatewayError(504, "upstream_timeout", f"deployment {dep.id} timed out: {exc}")
+        else:
+            error = GatewayError(502, "upstream_unreachable", f"deployment {dep.id} failed: {exc}")
+        return _RetryError(error.response())
 
     async def _failed(
         self, attempt: Attempt, status: int | None, retry_after: float | None = None
@@ -566,11 +634,32 @@ class Gateway:
         await self._release(attempt)
 
     async def _release(self, attempt: Attempt) -> None:
+        """End a hold without spend: only for a call the upstream answered with an error,
+        or one that never reached it."""
+        attempt.ended = True
         try:
             await self.io.release(attempt.hold)
         except StoreError:
             # The hold expires by itself after hold_ttl; nothing was spent.
             log.exception("could not release hold %s", attempt.hold.id)
+
+    async def _settle_in_full(self, attempt: Attempt, status: str, http_status: int) -> None:
+        """Record the whole hold as spent (the provider may have billed up to it) and log it."""
+        hold = attempt.hold
+        entry = self._entry(
+            attempt,
+            hold.amount,
+            attempt.prompt_tokens,
+            attempt.output_tokens * attempt.call.n,
+            status,
+            http_status,
+            "reserved",
+        )
+        # A retried request logs one entry per recorded attempt; the spend log dedupes by
+        # id, so each gets its own (the request's id, plus the attempt's number).
+        entry["id"] = f"{attempt.call.id}.{attempt.number}"
+        entry["request_id"] = attempt.call.id
+        await self._settle_detached(hold, hold.amount, attempt.call.model, entry)
 
     async def _upstream_error(self, attempt: Attempt, upstream: UpstreamResponse) -> Response:
         try:
@@ -595,10 +684,9 @@ class Gateway:
         try:
             content = await upstream.aread()
         except UpstreamError as exc:
-            await self._failed(attempt, None)
-            raise _RetryError(
-                GatewayError(502, "upstream_error", f"deployment {dep.id} failed: {exc}").response()
-            ) from None
+            # The upstream accepted the call (2xx) and then broke: it may have billed it.
+            exc.sent = True
+            raise await self._lost(attempt, exc) from None
         finally:
             await upstream.aclose()
         doc: Any = None
@@ -625,12 +713,12 @@ class Gateway:
             value = upstream.headers.get(name)
             if value is not None:
                 headers[name] = value
-        return Response(
+        attempt.ended = True  # the response settles once it is sent (or fails to be)
+        return _SettlingResponse(
             content,
             status_code=upstream.status_code,
-            media_type="application/json",
             headers=headers,
-            background=BackgroundTask(self._settle, attempt.hold, cost, call.model, entry),
+            settle=functools.partial(self._settle, attempt.hold, cost, call.model, entry),
         )
 
     # -- settling ------------------------------------------------------------------------------
@@ -685,11 +773,16 @@ class Gateway:
                     return
                 await asyncio.sleep(0.05 * 2**attempt)
 
-    def settle_later(self, hold: Hold, cost: Decimal, model: str, entry: Mapping[str, Any]) -> None:
-        """Settle in a task of its own (used when the request's task is being cancelled)."""
+    async def _settle_detached(
+        self, hold: Hold, cost: Decimal, model: str, entry: Mapping[str, Any]
+    ) -> None:
+        """Settle in a task of its own and wait for it, so that cancelling the request's task
+        cannot stop the settle (:meth:`aclose` waits for such tasks)."""
         task = asyncio.get_running_loop().create_task(self._settle(hold, cost, model, entry))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # If this wait is cancelled, the settle still runs to its end in its own task.
+        await asyncio.shield(task)
 
     async def _log_refusal(self, call: Call, model: str, exc: BudgetExceededError) -> None:
         if not self.config.log_refusals:
@@ -723,6 +816,31 @@ class Gateway:
 
 
 # --------------------------------------------------------------------------- streaming
+
+
+class _SettlingResponse(Response):
+    """A complete JSON response whose hold is settled once it is sent — or when sending it
+    fails or is cancelled: shielded, so the spend is never left to expire unrecorded."""
+
+    media_type = "application/json"
+
+    def __init__(
+        self,
+        content: bytes,
+        *,
+        status_code: int,
+        headers: Mapping[str, str],
+        settle: Callable[[], Awaitable[None]],
+    ) -> None:
+        super().__init__(content, status_code=status_code, headers=headers)
+        self._settle = settle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._settle()
 
 
 class _StreamState:

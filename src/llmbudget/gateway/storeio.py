@@ -172,7 +172,14 @@ class StoreIO:
     async def settle(
         self, hold: Hold, actual: MoneyLike, model: str | None, log: LogRecord | None
     ) -> Decimal:
-        """Record the real cost (idempotent), then the log entry, in one trip."""
+        """Record the real cost (idempotent), then the log entry, in one trip.
+
+        The log entry is appended even when the store says the hold was ``already``
+        settled: that is a retry of a settle whose log append failed (the settle had been
+        committed, the entry had not), and skipping it would lose the entry. The entry is
+        thus written at least once; a retry after an append that did commit but reported a
+        failure can write it twice (same ``id``), never zero times.
+        """
         units = cost_to_units(actual, what="actual cost")
         now = self.clock()
         if self._sync is not None:
@@ -180,14 +187,14 @@ class StoreIO:
 
             def run() -> SettleResult:
                 result = store.settle(hold.id, units, model, now)
-                if log is not None and not result.already:
+                if log is not None:
                     store.append_log(*log)
                 return result
 
             result: SettleResult = await self._run(run)
         else:
             result = await self.call("settle", hold.id, units, model, now)
-            if log is not None and not result.already:
+            if log is not None:
                 await self.call("append_log", *log)
         return from_units(result.actual)
 

@@ -48,7 +48,17 @@ _HEAD_LIMIT = 1024 * 1024
 
 
 class UpstreamError(Exception):
-    """The upstream could not be reached, or broke the connection."""
+    """The upstream could not be reached, or broke the connection.
+
+    ``sent`` is ``False`` only when the request certainly never reached the upstream
+    (no connection could be made): then nothing can have been billed. Once any of the
+    request may have been written, ``sent`` is ``True`` and the provider may have done,
+    and billed, the work.
+    """
+
+    def __init__(self, message: str = "", *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class UpstreamTimeoutError(UpstreamError):
@@ -126,7 +136,7 @@ class FastClient:
             parts = urlsplit(url)
             scheme = parts.scheme.lower()
             if scheme not in ("http", "https") or not parts.hostname:
-                raise UpstreamError(f"unsupported upstream URL {url!r}")
+                raise UpstreamError(f"unsupported upstream URL {url!r}", sent=False)
             port = parts.port or (443 if scheme == "https" else 80)
             default = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
             host = parts.hostname if default else f"{parts.hostname}:{port}"
@@ -152,16 +162,18 @@ class FastClient:
                     limit=_HEAD_LIMIT,
                 )
         except TimeoutError:
-            raise UpstreamTimeoutError(f"connecting to {host}:{port} timed out") from None
+            raise UpstreamTimeoutError(
+                f"connecting to {host}:{port} timed out", sent=False
+            ) from None
         except (OSError, ssl.SSLError) as exc:
-            raise UpstreamError(f"cannot connect to {host}:{port}: {exc}") from None
+            raise UpstreamError(f"cannot connect to {host}:{port}: {exc}", sent=False) from None
         return _Conn(reader, writer)
 
     async def post(
         self, url: str, body: bytes, headers: Mapping[str, str], timeout: float
     ) -> UpstreamResponse:
         if self._closed:
-            raise UpstreamError("client is closed")
+            raise UpstreamError("client is closed", sent=False)
         target = self._target(url)
         lines = [f"POST {target.path} HTTP/1.1\r\nhost: {target.host_header}\r\n"]
         lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
@@ -395,6 +407,11 @@ class HttpxClient:
         )
         try:
             response = await self.client.send(request, stream=True)
+        except httpx.ConnectTimeout as exc:
+            # No connection was made: the request never left this process.
+            raise UpstreamTimeoutError(f"{url} timed out: {exc}", sent=False) from None
+        except (httpx.ConnectError, httpx.UnsupportedProtocol) as exc:
+            raise UpstreamError(f"{url}: {exc}", sent=False) from None
         except httpx.TimeoutException as exc:
             raise UpstreamTimeoutError(f"{url} timed out: {exc}") from None
         except httpx.HTTPError as exc:
