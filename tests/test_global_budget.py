@@ -191,3 +191,27 @@ async def test_acompletion_uses_the_global_budget() -> None:
     await llmbudget.acompletion(model="gpt-4", messages=SEED_MESSAGES, mock_response=SEED_REPLY)
     with pytest.raises(BudgetExceededError):
         await llmbudget.acompletion(model="gpt-4", messages=SEED_MESSAGES, mock_response=SEED_REPLY)
+
+
+def test_persistent_global_budget_keeps_its_window_anchor_across_restarts(tmp_path: Path) -> None:
+    # "2d" windows count from the budget's creation: a second process (or a restart) a day
+    # later must count the same window, not start a fresh one at $0.
+    from llmbudget.clock import FrozenClock
+
+    url = f"sqlite:///{tmp_path / 'global.db'}"
+    clock = FrozenClock(1_700_000_000.0)
+    gb.configure(store=url, duration="2d", max_budget=10, clock=clock)
+    llmbudget.completion(model="gpt-4o", messages=SEED_MESSAGES, mock_response=SEED_REPLY)
+    spent = llmbudget.current_cost
+    assert spent > 0
+
+    clock.advance(86_400)  # a day later, another configure() (another run) on the same store
+    gb.configure(store=url, duration="2d", max_budget=20, clock=clock)
+    assert llmbudget.current_cost == spent
+    stored = Ledger(url).get(["global:default"])[0]
+    assert stored is not None
+    assert stored.created_at == 1_700_000_000.0  # first definer wins...
+    assert stored.limit == Decimal("20")  # ...but the new limit is recorded
+
+    clock.advance(86_400)  # two days after the anchor: the next window
+    assert llmbudget.current_cost == 0

@@ -17,7 +17,7 @@ import pytest
 from llmbudget import global_budget as gb
 from llmbudget.completion import completion
 from llmbudget.errors import BudgetExceededError, InvalidInputError, UnknownModelError
-from llmbudget.pricing import PriceBook
+from llmbudget.pricing import PriceBook, TokenUsage
 from llmbudget.sdk_budget import BudgetBlock, active_blocks, budget
 from llmbudget.tokens import count_message_tokens
 from tests.fakes import FakeLLMServer
@@ -387,3 +387,73 @@ def test_one_block_entered_from_many_threads(fake: FakeLLMServer, oai: openai.Op
     assert active_blocks() == ()
     assert openai._base_client.SyncAPIClient.request.__name__ == "request"
     assert not hasattr(openai._base_client.SyncAPIClient.request, "__llmbudget_original__")
+
+
+def test_named_persistent_block_keeps_its_window_anchor_across_runs(
+    tmp_path: Path, oai: openai.OpenAI
+) -> None:
+    from llmbudget.clock import FrozenClock
+    from llmbudget.ledger import Ledger
+
+    url = f"sqlite:///{tmp_path / 'blocks.db'}"
+    clock = FrozenClock(1_700_000_000.0)
+    with budget(max_usd=5, name="agent", store=url, duration="2d", clock=clock) as first:
+        oai.chat.completions.create(model="gpt-4o", messages=HI, max_tokens=20)
+    spent = first.spent
+    assert spent > 0
+
+    clock.advance(86_400)  # the next run, a day later: the same 2-day window
+    with budget(max_usd=5, name="agent", store=url, duration="2d", clock=clock) as second:
+        assert second.spent == spent
+    clock.advance(3_600)
+    changed = budget(max_usd=7, name="agent", store=url, duration="2d", clock=clock)
+    assert changed.spent == spent  # a changed limit is redefined, keeping the anchor
+    stored = Ledger(url).get([changed.budget.scope])[0]
+    assert stored is not None
+    assert (stored.created_at, stored.limit) == (1_700_000_000.0, Decimal("7"))
+
+
+def test_sdk_timeout_charges_every_attempt_and_sdk_retries_reserve_again(
+    fake: FakeLLMServer,
+) -> None:
+    # A timed-out request may have been billed: its whole reservation is charged. The
+    # SDK's retries are made one reservation each (the error keeps its SDK type).
+    fake.delay = 0.6
+    client = openai.OpenAI(base_url=fake.openai_url, api_key="x", max_retries=1, timeout=0.2)
+    with budget(max_usd=1) as b, pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(model="gpt-4o", messages=HI, max_tokens=20)
+    assert fake.count("/v1/chat/completions") == 2
+    prompt = count_message_tokens(HI, "gpt-4o")
+    one = (
+        PriceBook.default().lookup("gpt-4o").cost(TokenUsage(input_tokens=prompt, output_tokens=20))
+    )
+    assert b.held == 0
+    assert b.spent == 2 * one
+
+
+def test_sdk_http_errors_are_retried_with_a_fresh_reservation(fake: FakeLLMServer) -> None:
+    fake.fail_next(500, count=2)
+    client = openai.OpenAI(base_url=fake.openai_url, api_key="x", max_retries=2)
+    with budget(max_usd=1) as b:
+        client.chat.completions.create(model="gpt-4o", messages=HI, max_tokens=20)
+    assert fake.count("/v1/chat/completions") == 3
+    assert b.held == 0
+    assert b.spent == GPT4O_CALL  # the failed answers are not charged
+
+
+def test_sdk_both_output_caps_send_only_the_reserved_larger_one(
+    fake: FakeLLMServer, oai: openai.OpenAI
+) -> None:
+    fake.fill = True
+    fake.prompt_tokens = count_message_tokens(HI, "gpt-4o")
+    with budget(max_usd=1) as b:
+        oai.chat.completions.create(
+            model="gpt-4o", messages=HI, max_tokens=30, max_completion_tokens=10
+        )
+    body = fake.last("/v1/chat/completions").body
+    assert body.get("max_tokens") == 30
+    assert "max_completion_tokens" not in body
+    prompt = count_message_tokens(HI, "gpt-4o")
+    assert b.spent <= PriceBook.default().lookup("gpt-4o").cost(
+        TokenUsage(input_tokens=prompt, output_tokens=30)
+    )

@@ -17,9 +17,10 @@ Each call:
    tightest budget can pay for (so the call cannot physically overspend), refusing only
    when not even the prompt plus one output token fits;
 4. charges the real cost from the response's usage (streams: from their final usage
-   event, else from the tokens of the streamed text), or releases the reservation if the
-   provider fails (:class:`~llmbudget.errors.ProviderError` subclasses, see
-   :mod:`llmbudget.providers`).
+   event, else from the tokens of the streamed text); a failure releases the reservation
+   only if it proves nothing was processed (an HTTP error answer, no connection), and
+   charges it whole otherwise (a timeout may have been billed). Each retry is a new
+   attempt with its own reservation (the SDK clients themselves never retry).
 
 The result is the OpenAI SDK's ``ChatCompletion`` (Anthropic's answers are converted to
 it), with ``_hidden_params["response_cost"]`` the ``Decimal`` dollars charged (also
@@ -35,6 +36,7 @@ import contextlib
 import inspect
 import json
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Generator, Iterable, Mapping, Sequence
@@ -43,7 +45,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
-from llmbudget.errors import InvalidInputError
+from llmbudget.errors import BudgetExceededError, InvalidInputError
 from llmbudget.global_budget import Io, Plan, ScopeGroup, global_group, run_async, run_sync
 from llmbudget.manager import BudgetManager
 from llmbudget.pricing import PriceBook
@@ -58,7 +60,7 @@ from llmbudget.responses import (
     mock_completion,
     truncate_to_tokens,
 )
-from llmbudget.sdk_budget import Meter, active_blocks, bypass
+from llmbudget.sdk_budget import Meter, active_blocks, bypass, mark_not_sent, retry_delay
 from llmbudget.stores.memory import MemoryStore
 
 __all__ = [
@@ -87,6 +89,11 @@ _OWN = {
 }
 
 
+_CAP_FIELDS = ("max_completion_tokens", "max_tokens")
+# Retries when the caller gives no max_retries (the SDKs' own default).
+_DEFAULT_RETRIES = 2
+
+
 @dataclass(eq=False)
 class _Request:
     """A prepared call: everything decided before any I/O."""
@@ -109,6 +116,7 @@ class _Request:
     max_retries: int | None
     cache_writes: bool
     meter: Meter | None = None
+    arguments: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -132,11 +140,12 @@ def _prepare(model: str, messages: object, kwargs: dict[str, Any]) -> _Request:
     stream = bool(params.pop("stream", False))
     stream_options = params.pop("stream_options", None) or {}
     wants_usage = bool(stream_options.get("include_usage"))
-    requested = params.get("max_completion_tokens", params.get("max_tokens"))
-    if requested is not None and (
-        isinstance(requested, bool) or not isinstance(requested, int) or requested < 1
-    ):
-        raise InvalidInputError(f"max_tokens must be a positive int, got {requested!r}")
+    caps = [params[k] for k in _CAP_FIELDS if params.get(k) is not None]
+    for value in caps:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidInputError(f"max_tokens must be a positive int, got {value!r}")
+    # Both given: reserve for the larger; only that value is sent (see _call_arguments).
+    requested = max(caps) if caps else None
     n = params.get("n") or 1
     mock = kwargs.get("mock_response")
     if mock is None:
@@ -220,9 +229,17 @@ def _plan(req: _Request) -> Plan[Any]:
     if req.mock is not None:
         return (yield from _plan_mock(req, meter))
     try:
+        req.arguments = _call_arguments(req)
+    except BaseException:
+        yield from meter.plan_abort()  # nothing was sent
+        raise
+    try:
         raw = yield _Send(req)
     except BaseException as exc:
-        yield from meter.plan_abort()
+        # Released only if the error proves the provider processed nothing (an HTTP
+        # error answer, a connection never made); a timeout, a connection lost after
+        # sending or a cancellation may have been billed: the reservation is charged.
+        yield from meter.plan_fail(exc)
         mapped = map_sdk_error(exc, req.route.provider.name)
         if mapped is not None:
             raise mapped from exc
@@ -320,15 +337,14 @@ def _client_key(req: _Request) -> tuple[Any, ...]:
         route.api_key,
         route.api_version,
         req.timeout,
-        req.max_retries,
     )
 
 
 def _new_client(req: _Request, asynchronous: bool) -> Any:
     route = req.route
-    options: dict[str, Any] = {"timeout": req.timeout or _TIMEOUT_DEFAULT}
-    if req.max_retries is not None:
-        options["max_retries"] = req.max_retries
+    # The SDK must not retry inside one reservation (each attempt may be billed):
+    # completion() retries itself, reserving again for every attempt.
+    options: dict[str, Any] = {"timeout": req.timeout or _TIMEOUT_DEFAULT, "max_retries": 0}
     if route.provider.extra_headers:
         options["default_headers"] = dict(route.provider.extra_headers)
     if route.provider.kind == "anthropic":
@@ -402,6 +418,12 @@ def _call_arguments(req: _Request) -> dict[str, Any]:
         cap_key = "max_tokens"  # a self-hosted stand-in may not know the newer field
     if meter.cap is not None and meter.requested_max is None:
         params[cap_key] = meter.cap
+    elif meter.requested_max is not None and all(params.get(k) is not None for k in _CAP_FIELDS):
+        # Both fields given: send only the reserved (larger) value, in the provider's field,
+        # so no server can read a cap other than the one reserved.
+        for key in _CAP_FIELDS:
+            params.pop(key, None)
+        params[cap_key] = meter.requested_max
     if req.kind == "anthropic":
         arguments = anthropic_request(req.messages, params)
     else:
@@ -423,20 +445,33 @@ def _call_arguments(req: _Request) -> dict[str, Any]:
 
 def _send_sync(effect: _Send) -> Any:
     req = effect.request
-    client = _sync_client(req)
+    assert req.arguments is not None
+    with mark_not_sent():
+        client = _sync_client(req)
     with bypass():
         if req.kind == "anthropic":
-            return client.messages.create(**_call_arguments(req))
-        return client.chat.completions.create(**_call_arguments(req))
+            return client.messages.create(**req.arguments)
+        return client.chat.completions.create(**req.arguments)
 
 
 async def _send_async(effect: _Send) -> Any:
     req = effect.request
-    client = _async_client(req)
+    assert req.arguments is not None
+    with mark_not_sent():
+        client = _async_client(req)
     with bypass():
         if req.kind == "anthropic":
-            return await client.messages.create(**_call_arguments(req))
-        return await client.chat.completions.create(**_call_arguments(req))
+            return await client.messages.create(**req.arguments)
+        return await client.chat.completions.create(**req.arguments)
+
+
+def _attempts(req: _Request) -> int:
+    if req.mock is not None:
+        return 1  # a mocked failure is raised as given
+    retries = req.max_retries if req.max_retries is not None else _DEFAULT_RETRIES
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InvalidInputError(f"max_retries must be a non-negative int, got {retries!r}")
+    return retries + 1
 
 
 # --------------------------------------------------------------------------- streams
@@ -648,10 +683,28 @@ def completion(model: str, messages: Sequence[Any], **kwargs: Any) -> Any:
     True
     """
     req = _prepare(model, messages, kwargs)
-    result = run_sync(_plan(req), _send_sync)
-    if req.stream:
-        return CompletionStream(result, req)
-    return result
+    attempts = _attempts(req)
+    failure: BaseException | None = None
+    for attempt in range(attempts):
+        # Every attempt reserves, sends once and settles on its own (see _new_client).
+        try:
+            result = run_sync(_plan(req), _send_sync)
+        except BudgetExceededError:
+            if failure is None:
+                raise
+            break  # a retry the budget cannot pay for: the call failed as the last attempt did
+        except Exception as exc:
+            delay = retry_delay(exc, attempt, attempts - 1 - attempt)
+            if delay is None:
+                raise
+            failure = exc
+            time.sleep(delay)
+            continue
+        if req.stream:
+            return CompletionStream(result, req)
+        return result
+    assert failure is not None
+    raise failure
 
 
 async def acompletion(model: str, messages: Sequence[Any], **kwargs: Any) -> Any:
@@ -664,7 +717,24 @@ async def acompletion(model: str, messages: Sequence[Any], **kwargs: Any) -> Any
     'Hey'
     """
     req = _prepare(model, messages, kwargs)
-    result = await run_async(_plan(req), _send_async)
-    if req.stream:
-        return AsyncCompletionStream(result, req)
-    return result
+    attempts = _attempts(req)
+    failure: BaseException | None = None
+    for attempt in range(attempts):
+        try:
+            result = await run_async(_plan(req), _send_async)
+        except BudgetExceededError:
+            if failure is None:
+                raise
+            break  # a retry the budget cannot pay for: the call failed as the last attempt did
+        except Exception as exc:
+            delay = retry_delay(exc, attempt, attempts - 1 - attempt)
+            if delay is None:
+                raise
+            failure = exc
+            await asyncio.sleep(delay)
+            continue
+        if req.stream:
+            return AsyncCompletionStream(result, req)
+        return result
+    assert failure is not None
+    raise failure

@@ -162,7 +162,9 @@ class StoreUnavailableError(StoreError):
 
 
 class ProviderError(LLMBudgetError):
-    """An LLM provider call failed. Nothing was charged for it."""
+    """An LLM provider call failed. Its hold was released when the error proves nothing was
+    billed (an error status, a connection never made); after a timeout or a lost
+    connection the provider may have billed the work, so the full hold was charged."""
 
     def __init__(
         self,

@@ -32,6 +32,7 @@ import asyncio
 import functools
 import sys
 import threading
+import time
 import types
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -39,7 +40,13 @@ from decimal import Decimal
 from typing import Any, TypeVar, cast
 
 from llmbudget.budgets import Budget, BudgetStatus, scope_key
-from llmbudget.errors import BudgetExceededError, InvalidAmountError, InvalidInputError
+from llmbudget.clock import Clock
+from llmbudget.errors import (
+    BudgetExceededError,
+    InvalidAmountError,
+    InvalidInputError,
+    StoreError,
+)
 from llmbudget.ledger import Hold, Ledger
 from llmbudget.money import MoneyLike, cost_to_units, from_units
 from llmbudget.stores import Store
@@ -49,6 +56,7 @@ __all__ = [
     "Io",
     "MultiHold",
     "ScopeGroup",
+    "anchor",
     "configure",
     "current_cost",
     "get_max_budget",
@@ -186,16 +194,32 @@ def plan_reserve(groups: Sequence[ScopeGroup], amount: MoneyLike) -> Plan[MultiH
     return MultiHold(exact, tuple(taken))
 
 
+# A settle that fails after a successful call would lose the response and leave the hold
+# to expire unrecorded; settle is idempotent, so it is tried again after these pauses.
+SETTLE_RETRY_DELAYS: tuple[float, ...] = (0.05, 0.2, 0.5)
+
+
 def plan_settle(hold: MultiHold, actual: MoneyLike, model: str | None) -> Plan[Decimal]:
-    """Record ``actual`` on every part of ``hold`` (each store's settle is idempotent)."""
+    """Record ``actual`` on every part of ``hold`` (each store's settle is idempotent).
+
+    A store that fails (:class:`StoreError`) is tried again, up to
+    ``len(SETTLE_RETRY_DELAYS)`` more times with short pauses, before the error is raised."""
     recorded = Decimal(0)
     first_error: BaseException | None = None
     for group, part in hold.parts:
-        try:
-            settle = functools.partial(group.ledger.settle, model=model)
-            recorded = yield Io(settle, (part, actual), group.blocking)
-        except Exception as exc:  # settle the other stores anyway, then report
-            first_error = first_error or exc
+        settle = functools.partial(group.ledger.settle, model=model)
+        for attempt in range(len(SETTLE_RETRY_DELAYS) + 1):
+            try:
+                recorded = yield Io(settle, (part, actual), group.blocking)
+                break
+            except StoreError as exc:
+                if attempt == len(SETTLE_RETRY_DELAYS):
+                    first_error = first_error or exc  # settle the other stores anyway
+                    break
+                yield Io(time.sleep, (SETTLE_RETRY_DELAYS[attempt],), True)
+            except Exception as exc:  # settle the other stores anyway, then report
+                first_error = first_error or exc
+                break
     if first_error is not None:
         raise first_error
     return recorded
@@ -239,6 +263,39 @@ def exceeded(budget: Budget, current: BudgetStatus, requested: Decimal) -> Budge
         requested=requested,
         resets_at=current.resets_at,
     )
+
+
+# --------------------------------------------------------------------------- anchors
+
+_ANCHOR_DOC = "budget_anchor"
+
+
+def anchor(ledger: Ledger, budget: Budget) -> Budget:
+    """``budget`` with the ``created_at`` its scope already has in ``ledger``'s store.
+
+    Periods of several units (``"30d"``, ``"2w"``, ``"12h"``...) count their windows from
+    the budget's creation, so every process and every run sharing a persistent budget must
+    use the same anchor, or each would count spend in windows of its own (and a restart
+    would start again from $0). The first definer wins: a stored definition keeps its
+    ``created_at``; when there is none, an insert-if-absent document settles races between
+    processes defining it at once. The definition is (re)written, keeping that
+    ``created_at``, when it is new or its limit or period changed."""
+    store = ledger.store
+    existing = store.get_budgets([budget.scope])[0]
+    if existing is not None:
+        created_at = existing.created_at
+    else:
+        store.create_doc(_ANCHOR_DOC, budget.scope, {"created_at": budget.created_at})
+        doc = store.get_doc(_ANCHOR_DOC, budget.scope) or {}
+        try:
+            created_at = float(doc.get("created_at", budget.created_at))
+        except (TypeError, ValueError):
+            created_at = budget.created_at
+    anchored = Budget(budget.scope, budget.limit, budget.period, created_at)
+    stored = None if existing is None else Budget.from_record(existing)
+    if stored is None or (stored.limit, stored.period) != (anchored.limit, anchored.period):
+        ledger.define(anchored)
+    return anchored
 
 
 # --------------------------------------------------------------------------- the global budget
@@ -318,6 +375,7 @@ def configure(
     name: str = "default",
     timezone: str = "UTC",
     max_budget: object = _KEEP,
+    clock: Clock | None = None,
 ) -> None:
     """Where the global budget's spend is kept and how often it resets.
 
@@ -325,7 +383,10 @@ def configure(
     (SQLite, PostgreSQL, Redis) makes processes share one global budget, named ``name``.
     ``duration``: ``"daily"``, ``"monthly"``, ``"1h"``... or ``None`` (never resets).
     ``max_budget``: also set the limit (left as it is when not given). Spend recorded in
-    the previous store stays there.
+    the previous store stays there. In a persistent store the budget's definition is
+    kept under ``global:<name>``; its first ``created_at`` anchors the windows of
+    multi-unit periods (``"30d"``) for every process and every later run.
+    ``clock``: the time source (tests pass a :class:`~llmbudget.clock.FrozenClock`).
 
     >>> configure(duration="daily", max_budget=5)
     >>> get_max_budget()
@@ -342,13 +403,23 @@ def configure(
         opened: Store = MemoryStore()
     else:
         opened = store if isinstance(store, Store) else open_store(store)
-    ledger = Ledger(opened)
+    ledger = Ledger(opened) if clock is None else Ledger(opened, clock=clock)
+    limit = _state.limit if max_budget is _KEEP else cast("MoneyLike | None", max_budget)
+    # Validates the limit before anything changes.
+    defined = Budget.of(
+        scope_key("global", name), limit, duration, timezone=timezone, created_at=ledger.clock()
+    )
+    created_at = defined.created_at
+    if not isinstance(opened, MemoryStore):
+        # A persistent budget keeps the anchor of its first definition (see anchor()), so
+        # processes sharing the store, and later runs, count the same windows.
+        created_at = anchor(ledger, defined).created_at
     with _state.lock:
         _state.ledger = ledger
         _state.duration = duration
         _state.timezone = timezone
         _state.name = name
-        _state.created_at = ledger.clock()
+        _state.created_at = created_at
     if max_budget is not _KEEP:
         set_max_budget(cast("MoneyLike | None", max_budget))
 

@@ -350,7 +350,7 @@ class ProviderConnectionError(ProviderError):
 
 class ProviderTimeoutError(ProviderConnectionError):
     """The provider did not answer in time. It may still have processed (and billed) the
-    request; llmbudget cannot see that and records nothing for it."""
+    request, so :func:`llmbudget.completion` charges the call its whole reservation."""
 
 
 def map_sdk_error(exc: BaseException, provider: str) -> ProviderError | None:

@@ -20,7 +20,10 @@ through ``create``, ``stream``, ``parse`` or ``with_raw_response`` — is budget
 2. when the request sets no output limit, one is added so the call cannot cost more than
    the budget has left (see *The output cap* in ``docs/completion.md``);
 3. once the response (or the stream's last event) arrives, the real usage is charged and
-   the rest of the reservation freed; a request that fails is charged nothing.
+   the rest of the reservation freed; a request that fails is charged nothing if the
+   failure proves it was not processed (HTTP error answer, no connection), else its
+   whole reservation (a timeout may have been billed). The SDK's retries are made by
+   llmbudget, one reservation per attempt (see :func:`retry_delay`).
 
 Blocks nest: a call is charged to every enclosing block, so an inner block can never
 spend past its parent. Blocks are tracked in a :mod:`contextvars` variable: concurrent
@@ -37,11 +40,15 @@ This module also holds the metering engine (:class:`Meter`) that
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import functools
 import json
 import logging
+import random
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import (
@@ -60,11 +67,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llmbudget.budgets import Budget, BudgetStatus, scope_key
+from llmbudget.clock import Clock
 from llmbudget.errors import BudgetExceededError, InvalidInputError, PricingError, UnknownModelError
 from llmbudget.global_budget import (
     MultiHold,
     Plan,
     ScopeGroup,
+    anchor,
     exceeded,
     plan_release,
     plan_reserve,
@@ -89,6 +98,9 @@ __all__ = [
     "active_blocks",
     "budget",
     "bypass",
+    "mark_not_sent",
+    "nothing_billed",
+    "retry_delay",
 ]
 
 logger = logging.getLogger(__name__)
@@ -152,19 +164,25 @@ class BudgetBlock:
         store: Store | str | None = None,
         duration: str | None = None,
         prices: PriceBook | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidInputError("name must be a non-empty string")
         self.name = name
+        timing: dict[str, Any] = {} if clock is None else {"clock": clock}
         if store is None:
-            self.ledger = _memory_ledger
+            self.ledger = _memory_ledger if clock is None else Ledger(MemoryStore(), **timing)
             # A private scope: two blocks named alike must not share spend in memory.
             scope = scope_key("block", name, uuid.uuid4().hex)
         else:
-            self.ledger = Ledger(store if isinstance(store, Store) else open_store(store))
+            self.ledger = Ledger(store if isinstance(store, Store) else open_store(store), **timing)
             # A named, persistent budget: the same name continues the same spend.
             scope = scope_key("block", name)
         self.budget = Budget.of(scope, max_usd, duration, created_at=self.ledger.clock())
+        if store is not None:
+            # The same name continues the same windows too: multi-unit periods ("2d")
+            # count from the first definition's created_at, not from this run's start.
+            self.budget = anchor(self.ledger, self.budget)
         self.prices = prices
         self._thresholds: list[Decimal] = []
         if warn_at is not None:
@@ -315,6 +333,7 @@ def budget(
     store: Store | str | None = None,
     duration: str | None = None,
     prices: PriceBook | None = None,
+    clock: Clock | None = None,
 ) -> BudgetBlock:
     """A spending limit of ``max_usd`` dollars for the ``with`` (or ``async with``) block.
 
@@ -324,9 +343,12 @@ def budget(
     ``warn_at``: a fraction of ``max_usd`` (``0.8``); ``warn_at_usd``: dollars. When spend
     first reaches either, ``on_warn(block)`` is called once (default: a logged warning).
     ``store``/``duration``: keep the spend in a store under ``name`` (persisting across
-    runs, reset each ``duration``) instead of in memory for this block only.
+    runs, reset each ``duration``) instead of in memory for this block only. The windows
+    of a multi-unit ``duration`` (``"2d"``) count from the name's first definition in
+    that store, so later runs continue the same windows.
     ``prices``: a :class:`~llmbudget.pricing.PriceBook` for models the default book lacks
-    (e.g. Azure deployment names).
+    (e.g. Azure deployment names). ``clock``: the time source (tests pass a
+    :class:`~llmbudget.clock.FrozenClock`).
 
     >>> with budget(max_usd=5, name="agent", warn_at=0.8) as b:
     ...     pass  # client.chat.completions.create(...) here is budgeted
@@ -342,6 +364,7 @@ def budget(
         store=store,
         duration=duration,
         prices=prices,
+        clock=clock,
     )
 
 
@@ -577,6 +600,135 @@ class Meter:
         if self.hold is not None:
             yield from plan_release(self.hold)
 
+    def plan_fail(self, error: BaseException) -> Plan[None]:
+        """The call raised ``error``: release the reservation only when ``error`` proves
+        the provider processed nothing (see :func:`nothing_billed`); otherwise (a timeout,
+        a connection lost after sending, cancellation...) the provider may have billed
+        the call, so its whole reservation is charged."""
+        if nothing_billed(error):
+            yield from self.plan_abort()
+        else:
+            yield from self.plan_close(None)
+
+
+# --------------------------------------------------------------------------- failures and retries
+
+# Transport errors raised before a request left the machine (httpx and httpx2 share the
+# names): connection refused or never established, no pooled connection, bad URL.
+_NOT_SENT = frozenset(
+    {
+        "ConnectError",
+        "ConnectTimeout",
+        "PoolTimeout",
+        "ConnectionRefusedError",
+        "UnsupportedProtocol",
+        "InvalidURL",
+    }
+)
+_SDK_ROOTS = frozenset({"OpenAIError", "AnthropicError"})
+
+
+def _names(exc: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(exc).__mro__}
+
+
+_NOT_SENT_MARK = "__llmbudget_not_sent__"
+
+
+@contextlib.contextmanager
+def mark_not_sent() -> Iterator[None]:
+    """Mark errors raised inside as raised before any request was sent (so released)."""
+    try:
+        yield
+    except BaseException as exc:
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(exc, _NOT_SENT_MARK, True)
+        raise
+
+
+def nothing_billed(error: BaseException) -> bool:
+    """Whether ``error`` proves an LLM request was not processed, so nothing was billed.
+
+    True for an HTTP error response (``openai.APIStatusError`` and Anthropic's: providers
+    do not bill 4xx/5xx answers), a connection that was never established (connection
+    refused, connect or pool timeout, caused by ``httpx.ConnectError`` /
+    ``ConnectTimeout``...), and errors the SDKs raise before sending (an ``OpenAIError``
+    that is not an ``APIError``: no API key, bad arguments). False for everything else —
+    read timeouts (``APITimeoutError``), connections lost after sending, a response that
+    could not be read, cancellation, unknown errors — since the provider may have
+    processed, and billed, the request."""
+    names = _names(error)
+    if "APIStatusError" in names or getattr(error, _NOT_SENT_MARK, False):
+        return True
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _names(current) & _NOT_SENT:
+            return True
+        cause = current.__cause__
+        if cause is None and not current.__suppress_context__:
+            cause = current.__context__
+        current = cause
+    return bool(names & _SDK_ROOTS) and "APIError" not in names
+
+
+def _status_of(error: BaseException) -> int | None:
+    status = getattr(error, "status_code", None)
+    return status if isinstance(status, int) and not isinstance(status, bool) else None
+
+
+def retry_delay(
+    error: BaseException,
+    retries_taken: int,
+    remaining: int,
+    client: Any = None,
+    options: Any = None,
+) -> float | None:
+    """Seconds to wait before trying a failed request again, or ``None`` to give up.
+
+    Retried as the SDKs retry: connection errors and timeouts, HTTP 408, 409, 429 and
+    5xx (and whatever the server's ``x-should-retry`` header says). The pause honours
+    ``Retry-After`` (through the SDK client's own rule when ``client`` is given)."""
+    if remaining <= 0 or not isinstance(error, Exception):
+        return None
+    names = _names(error)
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None)
+    if "APIStatusError" in names or ("ProviderError" in names and _status_of(error) is not None):
+        should = getattr(client, "_should_retry", None)
+        if callable(should) and response is not None:
+            try:
+                if not should(response):
+                    return None
+            except Exception:
+                should = None
+        if not callable(should) or response is None:
+            status = _status_of(error) or 0
+            if status not in (408, 409, 429) and status < 500:
+                return None
+    elif not names & {"APIConnectionError", "ProviderConnectionError"}:
+        return None
+    else:
+        headers = None
+    calculate = getattr(client, "_calculate_retry_timeout", None)
+    if callable(calculate) and options is not None:
+        try:
+            return float(calculate(remaining, options, headers))
+        except Exception:
+            pass
+    after: Any = None
+    if headers is not None:
+        try:
+            after = float(headers.get("retry-after"))
+        except (TypeError, ValueError):
+            after = None
+    if after is None:
+        after = getattr(error, "retry_after", None)
+    if isinstance(after, int | float) and 0 < after <= 60:
+        return float(after)
+    return min(0.5 * 2.0**retries_taken, 8.0) * (1 - 0.25 * random.random())
+
 
 # --------------------------------------------------------------------------- SDK requests
 
@@ -661,7 +813,8 @@ def _intercept(sdk: str, client: Any, options: Any, stream: bool) -> _Intercepte
     requested: Any
     if sdk == "openai" and path.endswith("/chat/completions"):
         prompt = _count_chat(model, body.get("messages"), body.get("tools"))
-        requested = body.get("max_completion_tokens", body.get("max_tokens"))
+        # Both given: reserve for the larger; only that is sent (see _with_body).
+        requested = _requested_cap(body, "max_completion_tokens", "max_tokens")
         cap_param = "max_completion_tokens" if _is_openai_host(client) else "max_tokens"
         n = int(body.get("n") or 1)
     elif sdk == "openai" and path.endswith("/responses"):
@@ -730,10 +883,31 @@ def _price_of(model: str, blocks: tuple[BudgetBlock, ...]) -> ModelPrice | None:
 
 def _with_body(options: Any, call: _Intercepted) -> Any:
     body = dict(call.body)
-    if call.meter.cap is not None and call.cap_param is not None:
-        body[call.cap_param] = call.meter.cap
-    # extra_json was merged into the body we read; send it all as json_data.
-    return options.model_copy(update={"json_data": body, "extra_json": None})
+    if call.cap_param is not None:
+        cap = call.meter.cap if call.meter.cap is not None else call.meter.requested_max
+        if cap is not None:
+            # Only the reserved cap is sent, in the one field this endpoint reads: a second,
+            # larger output-limit field could let the server generate past the reservation.
+            for key in _CAP_FIELDS:
+                body.pop(key, None)
+            body[call.cap_param] = cap
+    # extra_json was merged into the body we read; send it all as json_data. One attempt
+    # per reservation: the SDK's own retries would send (and may bill) the request again
+    # under this hold, so llmbudget retries it itself with a fresh reservation each time.
+    return options.model_copy(update={"json_data": body, "extra_json": None, "max_retries": 0})
+
+
+_CAP_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
+def _requested_cap(body: Mapping[str, Any], *keys: str) -> Any:
+    """The caller's output limit: the largest of ``keys`` given (an int), else the first
+    value given (validated later), else ``None``."""
+    given = [body[k] for k in keys if body.get(k) is not None]
+    ints = [v for v in given if isinstance(v, int) and not isinstance(v, bool)]
+    if ints:
+        return max(ints)
+    return given[0] if given else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -746,9 +920,11 @@ def _plan_sdk_call(call: _Intercepted, options: Any) -> Plan[Any]:
     yield from meter.plan_open()
     try:
         result = yield _Send(_with_body(options, call))
-    except BaseException:
-        # The SDK raised (HTTP error, timeout, cancelled): nothing billed, nothing charged.
-        yield from meter.plan_abort()
+    except BaseException as exc:
+        # An HTTP error answer or a connection never made: released. A timeout, a
+        # connection lost after sending, cancellation: the provider may have billed it,
+        # so the whole reservation is charged.
+        yield from meter.plan_fail(exc)
         raise
     if call.stream or _is_stream(result):
         return result
@@ -880,23 +1056,59 @@ def watch_async_stream(stream: Any, meter: Meter, swallow_usage_chunk: bool = Fa
     weakref.finalize(stream, lambda: run_sync(closing_plan()))
 
 
+def _max_retries(client: Any, options: Any) -> int:
+    given = getattr(options, "max_retries", None)
+    if not isinstance(given, int) or isinstance(given, bool):
+        given = getattr(client, "max_retries", 0)
+    return given if isinstance(given, int) and not isinstance(given, bool) and given > 0 else 0
+
+
+def _keyed(client: Any, options: Any) -> Any:
+    # Every attempt of one call carries the same idempotency key, as the SDK's retries do.
+    make = getattr(client, "_idempotency_key", None)
+    if getattr(options, "idempotency_key", "") is None and callable(make):
+        return options.model_copy(update={"idempotency_key": make()})
+    return options
+
+
 def _sync_wrapper(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
     @functools.wraps(original)
     def request(self: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
         if not _blocks.get() or _bypass.get():
             return original(self, cast_to, options, *args, **kwargs)
         stream = bool(kwargs.get("stream", False))
-        call = _intercept(sdk, self, options, stream)
-        if call is None:
+        first = _intercept(sdk, self, options, stream)
+        if first is None:
             return original(self, cast_to, options, *args, **kwargs)
 
         def send(effect: Any) -> Any:
             return original(self, cast_to, effect.options, *args, **kwargs)
 
-        result = run_sync(_plan_sdk_call(call, options), send)
-        if _is_stream(result):
-            watch_stream(result, call.meter, call.swallow_usage_chunk)
-        return result
+        options = _keyed(self, options)
+        retries = _max_retries(self, options)
+        failure: BaseException | None = None
+        for attempt in range(retries + 1):
+            # Each attempt is reserved, sent once (max_retries=0) and settled on its own.
+            call = first if attempt == 0 else _intercept(sdk, self, options, stream)
+            assert call is not None
+            try:
+                result = run_sync(_plan_sdk_call(call, options), send)
+            except BudgetExceededError:
+                if failure is None:
+                    raise
+                break  # a retry the budget cannot pay for: the call failed as the last attempt did
+            except Exception as exc:
+                delay = retry_delay(exc, attempt, retries - attempt, self, options)
+                if delay is None:
+                    raise
+                failure = exc
+                time.sleep(delay)
+                continue
+            if _is_stream(result):
+                watch_stream(result, call.meter, call.swallow_usage_chunk)
+            return result
+        assert failure is not None
+        raise failure
 
     request.__llmbudget_original__ = original  # type: ignore[attr-defined]
     return request
@@ -908,17 +1120,37 @@ def _async_wrapper(original: Callable[..., Any], sdk: str) -> Callable[..., Any]
         if not _blocks.get() or _bypass.get():
             return await original(self, cast_to, options, *args, **kwargs)
         stream = bool(kwargs.get("stream", False))
-        call = _intercept(sdk, self, options, stream)
-        if call is None:
+        first = _intercept(sdk, self, options, stream)
+        if first is None:
             return await original(self, cast_to, options, *args, **kwargs)
 
         async def send(effect: Any) -> Any:
             return await original(self, cast_to, effect.options, *args, **kwargs)
 
-        result = await run_async(_plan_sdk_call(call, options), send)
-        if _is_stream(result):
-            watch_async_stream(result, call.meter, call.swallow_usage_chunk)
-        return result
+        options = _keyed(self, options)
+        retries = _max_retries(self, options)
+        failure: BaseException | None = None
+        for attempt in range(retries + 1):
+            call = first if attempt == 0 else _intercept(sdk, self, options, stream)
+            assert call is not None
+            try:
+                result = await run_async(_plan_sdk_call(call, options), send)
+            except BudgetExceededError:
+                if failure is None:
+                    raise
+                break  # a retry the budget cannot pay for: the call failed as the last attempt did
+            except Exception as exc:
+                delay = retry_delay(exc, attempt, retries - attempt, self, options)
+                if delay is None:
+                    raise
+                failure = exc
+                await asyncio.sleep(delay)
+                continue
+            if _is_stream(result):
+                watch_async_stream(result, call.meter, call.swallow_usage_chunk)
+            return result
+        assert failure is not None
+        raise failure
 
     request.__llmbudget_original__ = original  # type: ignore[attr-defined]
     return request
