@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -85,6 +86,19 @@ _ADD_MODEL_SPEND = (
 _BUDGET_COLUMNS = "scope, limit_units, duration, timezone, rolling, created_at, updated_at"
 
 
+class _Owned:
+    """One thread's connection. Server thread pools retire idle threads; when a thread's
+    local storage goes, so does this holder, and the finalizer closes the connection, so
+    connections do not pile up for the life of the store."""
+
+    __slots__ = ("__weakref__", "closer", "conn", "pid")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+        self.closer = weakref.finalize(self, conn.close)
+
+
 class SQLiteStore(Store):
     """SQLite-backed store. ``path`` may be ``":memory:"`` only for single-connection use."""
 
@@ -97,7 +111,7 @@ class SQLiteStore(Store):
         self._timeout = timeout
         self._synchronous = synchronous.upper()
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: weakref.WeakSet[_Owned] = weakref.WeakSet()
         self._all_lock = threading.Lock()
         self._writer_lock = threading.Lock()
         self._lock_pid = os.getpid()
@@ -109,18 +123,22 @@ class SQLiteStore(Store):
     # -- connections -----------------------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        # A forked child must not reuse its parent's connection.
-        if conn is None or self._local.pid != os.getpid():
-            conn = sqlite3.connect(
-                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
-            self._local.conn, self._local.pid = conn, os.getpid()
-            with self._all_lock:
-                self._all.append(conn)
+        owned: _Owned | None = getattr(self._local, "owned", None)
+        if owned is not None and owned.pid == os.getpid():
+            return owned.conn
+        if owned is not None:
+            # Forked child: never close (and so maybe checkpoint) the parent's connection.
+            owned.closer.detach()
+        conn = sqlite3.connect(
+            self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+        owned = _Owned(conn)
+        self._local.owned = owned
+        with self._all_lock:
+            self._all.add(owned)
         return conn
 
     def _guard(self, fn: Callable[[], T]) -> T:
@@ -168,8 +186,8 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         with self._all_lock:
-            for conn in self._all:
-                conn.close()
+            for owned in list(self._all):
+                owned.closer()
             self._all.clear()
         self._local = threading.local()
 
