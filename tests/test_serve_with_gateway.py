@@ -59,3 +59,15 @@ def test_bad_gateway_config_fails_at_start(tmp_path: Path) -> None:
     config_file.write_text(yaml.safe_dump({"model_list": [{"model_name": "m"}]}))
     with pytest.raises(InvalidInputError):
         create_app(load_config(config_file))
+
+
+def test_the_gateways_store_setting_is_the_servers_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    config_file = tmp_path / "gw.yaml"
+    config_file.write_text(yaml.safe_dump({"general_settings": {"store": url}, "model_list": []}))
+    assert load_config(config_file).store == url
+    config_file.write_text(
+        yaml.safe_dump({"store": "memory://", "general_settings": {"store": url}, "model_list": []})
+    )
+    with pytest.raises(InvalidInputError, match="share one"):
+        load_config(config_file)

@@ -125,6 +125,16 @@ class ServerConfig:
         if not isinstance(alerts, Mapping):
             raise InvalidInputError("[alerts] must be a table")
         gateway = {k: data[k] for k in GATEWAY_KEYS if k in data} or None
+        settings = (gateway or {}).get("general_settings") or {}
+        gateway_store = settings.get("store") if isinstance(settings, Mapping) else None
+        if gateway_store is not None:
+            # The server and the gateway share one store; say so rather than pick one.
+            if "store" in kwargs and kwargs["store"] != gateway_store:
+                raise InvalidInputError(
+                    "store and general_settings.store name different stores; the server and "
+                    "its gateway share one: set only one of them"
+                )
+            kwargs["store"] = gateway_store
         return cls(**kwargs, alerts=_alerts(alerts), gateway=gateway)
 
     def with_env(self) -> ServerConfig:
