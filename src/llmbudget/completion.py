@@ -36,7 +36,6 @@ import contextlib
 import inspect
 import json
 import threading
-import time
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Generator, Iterable, Mapping, Sequence
@@ -45,7 +44,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
-from llmbudget.errors import BudgetExceededError, InvalidInputError
+from llmbudget.errors import InvalidInputError
 from llmbudget.global_budget import Io, Plan, ScopeGroup, global_group, run_async, run_sync
 from llmbudget.manager import BudgetManager
 from llmbudget.pricing import PriceBook
@@ -60,6 +59,7 @@ from llmbudget.responses import (
     mock_completion,
     truncate_to_tokens,
 )
+from llmbudget.retrying import Retrying
 from llmbudget.sdk_budget import Meter, active_blocks, bypass, mark_not_sent, retry_delay
 from llmbudget.stores.memory import MemoryStore
 
@@ -683,28 +683,12 @@ def completion(model: str, messages: Sequence[Any], **kwargs: Any) -> Any:
     True
     """
     req = _prepare(model, messages, kwargs)
-    attempts = _attempts(req)
-    failure: BaseException | None = None
-    for attempt in range(attempts):
-        # Every attempt reserves, sends once and settles on its own (see _new_client).
-        try:
+    # Every attempt reserves, sends once and settles on its own (see _new_client).
+    for attempt in Retrying(_attempts(req), retry_delay):
+        with attempt:
             result = run_sync(_plan(req), _send_sync)
-        except BudgetExceededError:
-            if failure is None:
-                raise
-            break  # a retry the budget cannot pay for: the call failed as the last attempt did
-        except Exception as exc:
-            delay = retry_delay(exc, attempt, attempts - 1 - attempt)
-            if delay is None:
-                raise
-            failure = exc
-            time.sleep(delay)
-            continue
-        if req.stream:
-            return CompletionStream(result, req)
-        return result
-    assert failure is not None
-    raise failure
+            return CompletionStream(result, req) if req.stream else result
+    raise AssertionError("Retrying raises the last error when it gives up")
 
 
 async def acompletion(model: str, messages: Sequence[Any], **kwargs: Any) -> Any:
@@ -717,24 +701,8 @@ async def acompletion(model: str, messages: Sequence[Any], **kwargs: Any) -> Any
     'Hey'
     """
     req = _prepare(model, messages, kwargs)
-    attempts = _attempts(req)
-    failure: BaseException | None = None
-    for attempt in range(attempts):
-        try:
+    async for attempt in Retrying(_attempts(req), retry_delay):
+        with attempt:
             result = await run_async(_plan(req), _send_async)
-        except BudgetExceededError:
-            if failure is None:
-                raise
-            break  # a retry the budget cannot pay for: the call failed as the last attempt did
-        except Exception as exc:
-            delay = retry_delay(exc, attempt, attempts - 1 - attempt)
-            if delay is None:
-                raise
-            failure = exc
-            await asyncio.sleep(delay)
-            continue
-        if req.stream:
-            return AsyncCompletionStream(result, req)
-        return result
-    assert failure is not None
-    raise failure
+            return AsyncCompletionStream(result, req) if req.stream else result
+    raise AssertionError("Retrying raises the last error when it gives up")

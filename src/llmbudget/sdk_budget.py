@@ -40,7 +40,6 @@ This module also holds the metering engine (:class:`Meter`) that
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import functools
@@ -48,7 +47,6 @@ import json
 import logging
 import random
 import threading
-import time
 import uuid
 import weakref
 from collections.abc import (
@@ -87,6 +85,7 @@ from llmbudget.money import MoneyLike, to_money
 from llmbudget.pricing import DEFAULT_MAX_OUTPUT_TOKENS, ModelPrice, PriceBook, TokenUsage
 from llmbudget.pricing import normalize_usage as _normalize_usage
 from llmbudget.responses import StreamTracker
+from llmbudget.retrying import Retrying
 from llmbudget.stores import Store, open_store
 from llmbudget.stores.memory import MemoryStore
 
@@ -1085,30 +1084,22 @@ def _sync_wrapper(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
             return original(self, cast_to, effect.options, *args, **kwargs)
 
         options = _keyed(self, options)
-        retries = _max_retries(self, options)
-        failure: BaseException | None = None
-        for attempt in range(retries + 1):
-            # Each attempt is reserved, sent once (max_retries=0) and settled on its own.
-            call = first if attempt == 0 else _intercept(sdk, self, options, stream)
-            assert call is not None
-            try:
+
+        def delay_for(error: BaseException, number: int, left: int) -> float | None:
+            return retry_delay(error, number, left, self, options)
+
+        # Each attempt is reserved, sent once (max_retries=0) and settled on its own.
+        for attempt in Retrying(_max_retries(self, options) + 1, delay_for):
+            with attempt:
+                call = first if attempt.number == 0 else _intercept(sdk, self, options, stream)
+                assert call is not None
                 result = run_sync(_plan_sdk_call(call, options), send)
-            except BudgetExceededError:
-                if failure is None:
-                    raise
-                break  # a retry the budget cannot pay for: the call failed as the last attempt did
-            except Exception as exc:
-                delay = retry_delay(exc, attempt, retries - attempt, self, options)
-                if delay is None:
-                    raise
-                failure = exc
-                time.sleep(delay)
-                continue
-            if _is_stream(result):
-                watch_stream(result, call.meter, call.swallow_usage_chunk)
-            return result
-        assert failure is not None
-        raise failure
+            if attempt.error is None:
+                assert call is not None
+                if _is_stream(result):
+                    watch_stream(result, call.meter, call.swallow_usage_chunk)
+                return result
+        raise AssertionError("Retrying raises the last error when it gives up")
 
     request.__llmbudget_original__ = original  # type: ignore[attr-defined]
     return request
@@ -1128,29 +1119,21 @@ def _async_wrapper(original: Callable[..., Any], sdk: str) -> Callable[..., Any]
             return await original(self, cast_to, effect.options, *args, **kwargs)
 
         options = _keyed(self, options)
-        retries = _max_retries(self, options)
-        failure: BaseException | None = None
-        for attempt in range(retries + 1):
-            call = first if attempt == 0 else _intercept(sdk, self, options, stream)
-            assert call is not None
-            try:
+
+        def delay_for(error: BaseException, number: int, left: int) -> float | None:
+            return retry_delay(error, number, left, self, options)
+
+        async for attempt in Retrying(_max_retries(self, options) + 1, delay_for):
+            with attempt:
+                call = first if attempt.number == 0 else _intercept(sdk, self, options, stream)
+                assert call is not None
                 result = await run_async(_plan_sdk_call(call, options), send)
-            except BudgetExceededError:
-                if failure is None:
-                    raise
-                break  # a retry the budget cannot pay for: the call failed as the last attempt did
-            except Exception as exc:
-                delay = retry_delay(exc, attempt, retries - attempt, self, options)
-                if delay is None:
-                    raise
-                failure = exc
-                await asyncio.sleep(delay)
-                continue
-            if _is_stream(result):
-                watch_async_stream(result, call.meter, call.swallow_usage_chunk)
-            return result
-        assert failure is not None
-        raise failure
+            if attempt.error is None:
+                assert call is not None
+                if _is_stream(result):
+                    watch_async_stream(result, call.meter, call.swallow_usage_chunk)
+                return result
+        raise AssertionError("Retrying raises the last error when it gives up")
 
     request.__llmbudget_original__ = original  # type: ignore[attr-defined]
     return request
