@@ -15,6 +15,7 @@ from llmbudget import global_budget as gb
 from llmbudget.budgets import Budget
 from llmbudget.errors import BudgetExceededError, InvalidAmountError, InvalidInputError
 from llmbudget.ledger import Ledger
+from llmbudget.plans import run_sync
 from llmbudget.pricing import PriceBook, TokenUsage
 from llmbudget.stores.memory import MemoryStore
 from llmbudget.tokens import count_message_tokens
@@ -139,12 +140,12 @@ def test_reservation_across_stores_rolls_back_on_refusal() -> None:
     groups = [gb.ScopeGroup(first, (roomy,)), gb.ScopeGroup(second, (tight,))]
 
     with pytest.raises(BudgetExceededError) as refused:
-        gb.run_sync(gb.plan_reserve(groups, 1))
+        run_sync(gb.plan_reserve(groups, 1))
     assert refused.value.scope == "b"
     assert first.status(roomy).held == 0  # the first store's hold was given back
 
-    hold = gb.run_sync(gb.plan_reserve(groups, "0.25"))
-    gb.run_sync(gb.plan_settle(hold, "0.2", "m"))
+    hold = run_sync(gb.plan_reserve(groups, "0.25"))
+    run_sync(gb.plan_settle(hold, "0.2", "m"))
     assert first.status(roomy).spent == second.status(tight).spent == Decimal("0.2")
 
 
@@ -159,7 +160,7 @@ def test_scopes_sharing_a_store_are_reserved_in_one_atomic_operation() -> None:
         return original(budgets, amount)  # type: ignore[arg-type]
 
     ledger.reserve = counting  # type: ignore[method-assign,assignment]
-    gb.run_sync(gb.plan_reserve([gb.ScopeGroup(ledger, (a,)), gb.ScopeGroup(ledger, (b,))], 1))
+    run_sync(gb.plan_reserve([gb.ScopeGroup(ledger, (a,)), gb.ScopeGroup(ledger, (b,))], 1))
     assert calls == [2]
 
 

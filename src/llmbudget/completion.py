@@ -45,8 +45,9 @@ from types import TracebackType
 from typing import Any
 
 from llmbudget.errors import InvalidInputError
-from llmbudget.global_budget import Io, Plan, ScopeGroup, global_group, run_async, run_sync
+from llmbudget.global_budget import ScopeGroup, global_group
 from llmbudget.manager import BudgetManager
+from llmbudget.plans import Io, Plan, run_async, run_sync
 from llmbudget.pricing import PriceBook
 from llmbudget.providers import Route, map_sdk_error, resolve
 from llmbudget.responses import (

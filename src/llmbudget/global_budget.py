@@ -22,19 +22,18 @@ several budgets held in different ledgers (the global one, a user's in a
 reserves on all of them: one atomic multi-scope reserve per store, and when several
 stores are involved, one after the other with the earlier holds released if a later one
 is refused. Operations are *plans* (generators yielding :class:`Io` effects), run by
-:func:`run_sync` or :func:`run_async`, as in :mod:`llmbudget.ledger`: the logic is written
-once for both.
+:func:`~llmbudget.plans.run_sync` or :func:`~llmbudget.plans.run_async` (see
+:mod:`llmbudget.plans`): the logic is written once for both.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sys
 import threading
 import time
 import types
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar, cast
@@ -49,11 +48,11 @@ from llmbudget.errors import (
 )
 from llmbudget.ledger import Hold, Ledger
 from llmbudget.money import MoneyLike, cost_to_units, from_units
+from llmbudget.plans import Io, Plan
 from llmbudget.stores import Store
 from llmbudget.stores.memory import MemoryStore
 
 __all__ = [
-    "Io",
     "MultiHold",
     "ScopeGroup",
     "anchor",
@@ -67,76 +66,11 @@ __all__ = [
     "plan_settle",
     "plan_tightest",
     "reset",
-    "run_async",
-    "run_sync",
     "set_max_budget",
     "status",
 ]
 
 T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------- plans
-
-
-@dataclass(frozen=True, slots=True)
-class Io:
-    """An effect: call ``fn(*args)``. ``blocking`` effects run in a worker thread when the
-    plan runs under asyncio (store I/O); non-blocking ones (in-memory stores) run inline."""
-
-    fn: Callable[..., Any]
-    args: tuple[Any, ...] = ()
-    blocking: bool = True
-
-
-Plan = Generator[Any, Any, T]
-"""A generator yielding effects (:class:`Io`, or what the runner's ``handle`` knows)."""
-
-
-def run_sync(plan: Plan[T], handle: Callable[[Any], Any] | None = None) -> T:
-    """Run ``plan`` to its end. An effect that raises is thrown back into the plan, so
-    it can release what it holds; ``handle`` executes effects that are not :class:`Io`."""
-    result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = plan.throw(error) if error is not None else plan.send(result)
-        except StopIteration as done:
-            return cast(T, done.value)
-        result, error = None, None
-        try:
-            if isinstance(effect, Io):
-                result = effect.fn(*effect.args)
-            elif handle is not None:
-                result = handle(effect)
-            else:
-                raise TypeError(f"no handler for effect {effect!r}")
-        except BaseException as exc:
-            error = exc
-
-
-async def run_async(plan: Plan[T], handle: Callable[[Any], Awaitable[Any]] | None = None) -> T:
-    """:func:`run_sync` under asyncio: blocking effects go to a thread, ``handle`` is awaited."""
-    result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = plan.throw(error) if error is not None else plan.send(result)
-        except StopIteration as done:
-            return cast(T, done.value)
-        result, error = None, None
-        try:
-            if isinstance(effect, Io):
-                if effect.blocking:
-                    result = await asyncio.to_thread(effect.fn, *effect.args)
-                else:
-                    result = effect.fn(*effect.args)
-            elif handle is not None:
-                result = await handle(effect)
-            else:
-                raise TypeError(f"no handler for effect {effect!r}")
-        except BaseException as exc:
-            error = exc
 
 
 # --------------------------------------------------------------------------- scope groups

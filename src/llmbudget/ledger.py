@@ -14,9 +14,10 @@ Holds expire (``hold_ttl``): a process that dies mid-call stops blocking its bud
 the hold expires. A settle that arrives later still records its spend.
 
 Each operation is written once, as a *plan*: a generator that yields the store calls it
-needs and receives their results. :class:`Ledger` runs plans against a :class:`Store`;
-:class:`AsyncLedger` awaits them against an :class:`AsyncStore` (or runs a synchronous
-store in a worker thread). Neither holds any logic of its own.
+needs and receives their results (see :mod:`llmbudget.plans`). :class:`Ledger` runs
+plans against a :class:`Store`; :class:`AsyncLedger` awaits them against an
+:class:`AsyncStore` (or runs a synchronous store in a worker thread). Neither holds any
+logic of its own.
 
 >>> from llmbudget.budgets import Budget
 >>> ledger = Ledger("memory://")
@@ -32,18 +33,19 @@ from __future__ import annotations
 import asyncio
 import inspect
 import uuid
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from llmbudget.budgets import Budget, BudgetStatus
 from llmbudget.clock import Clock, system_clock
 from llmbudget.errors import BudgetExceededError, InvalidInputError
 from llmbudget.money import MoneyLike, cost_to_units, from_units
 from llmbudget.periods import Window
+from llmbudget.plans import Plan, run_async, run_sync
 from llmbudget.stores import open_store
 from llmbudget.stores.base import AsyncStore, BudgetRecord, Refusal, SettleResult, Store, Usage
 from llmbudget.stores.base import validate_lines as _validate_lines
@@ -52,7 +54,6 @@ __all__ = ["AsyncLedger", "Hold", "HoldHandle", "Ledger"]
 
 T = TypeVar("T")
 Call = tuple[str, tuple[Any, ...]]
-Plan = Generator[Call, Any, T]
 
 DEFAULT_HOLD_TTL = 600.0
 DEFAULT_RETENTION = 86_400.0
@@ -211,31 +212,25 @@ def _hold_id(hold: Hold | str) -> str:
     return hold if isinstance(hold, str) else hold.id
 
 
-def _run_sync(plan: Plan[T], store: Store) -> T:
-    try:
-        name, args = next(plan)
-        while True:
-            name, args = plan.send(getattr(store, name)(*args))
-    except StopIteration as done:
-        return cast(T, done.value)
+def _store_call(store: Store) -> Callable[[Call], Any]:
+    def call(effect: Call) -> Any:
+        name, args = effect
+        return getattr(store, name)(*args)
+
+    return call
 
 
-async def _run_async(plan: Plan[T], store: AsyncStore | Store) -> T:
-    blocking = isinstance(store, Store)
-    try:
-        name, args = next(plan)
-        while True:
-            method: Callable[..., Any] = getattr(store, name)
-            if blocking:
-                # A synchronous store (SQLite) may wait on a file lock: keep the loop free.
-                result = await asyncio.to_thread(method, *args)
-            else:
-                result = method(*args)
-                if inspect.isawaitable(result):
-                    result = await result
-            name, args = plan.send(result)
-    except StopIteration as done:
-        return cast(T, done.value)
+def _async_store_call(store: AsyncStore | Store) -> Callable[[Call], Awaitable[Any]]:
+    async def call(effect: Call) -> Any:
+        name, args = effect
+        method: Callable[..., Any] = getattr(store, name)
+        if isinstance(store, Store):
+            # A synchronous store (SQLite) may wait on a file lock: keep the loop free.
+            return await asyncio.to_thread(method, *args)
+        result = method(*args)
+        return await result if inspect.isawaitable(result) else result
+
+    return call
 
 
 class Ledger:
@@ -252,6 +247,7 @@ class Ledger:
         purge_every: float = 60.0,
     ) -> None:
         self.store = store if isinstance(store, Store) else open_store(store)
+        self._call = _store_call(self.store)
         self._plans = _Plans(clock, hold_ttl, retention, purge_every)
 
     @property
@@ -267,46 +263,46 @@ class Ledger:
         hold_id: str | None = None,
     ) -> Hold:
         """Hold ``amount`` on every budget at once, or raise :class:`BudgetExceededError`."""
-        return _run_sync(self._plans.reserve(budgets, amount, ttl, hold_id), self.store)
+        return run_sync(self._plans.reserve(budgets, amount, ttl, hold_id), self._call)
 
     def settle(self, hold: Hold | str, actual: MoneyLike, *, model: str | None = None) -> Decimal:
         """Record the real cost of a held call (idempotent); returns what was recorded."""
-        return _run_sync(self._plans.settle(hold, actual, model), self.store)
+        return run_sync(self._plans.settle(hold, actual, model), self._call)
 
     def release(self, hold: Hold | str) -> bool:
         """Drop a hold without spend (the call failed); ``False`` if it had already ended."""
-        return _run_sync(self._plans.release(hold), self.store)
+        return run_sync(self._plans.release(hold), self._call)
 
     def charge(
         self, budgets: Sequence[Budget], amount: MoneyLike, *, model: str | None = None
     ) -> Decimal:
         """Record a cost that already happened, limit or not (the seed's ``update_cost``)."""
-        return _run_sync(self._plans.charge(budgets, amount, model), self.store)
+        return run_sync(self._plans.charge(budgets, amount, model), self._call)
 
     def status(self, budget: Budget) -> BudgetStatus:
-        return _run_sync(self._plans.status(budget), self.store)
+        return run_sync(self._plans.status(budget), self._call)
 
     def reset(self, budget: Budget) -> None:
         """Zero the spend of the budget's current window."""
-        _run_sync(self._plans.reset(budget), self.store)
+        run_sync(self._plans.reset(budget), self._call)
 
     def history(self, budget: Budget, limit: int = 100) -> list[tuple[datetime, Decimal]]:
-        return _run_sync(self._plans.history(budget, limit), self.store)
+        return run_sync(self._plans.history(budget, limit), self._call)
 
     def purge(self) -> int:
-        return _run_sync(self._plans.purge(), self.store)
+        return run_sync(self._plans.purge(), self._call)
 
     def define(self, budget: Budget) -> Budget:
-        return _run_sync(self._plans.define(budget), self.store)
+        return run_sync(self._plans.define(budget), self._call)
 
     def get(self, scopes: Sequence[str]) -> list[Budget | None]:
-        return _run_sync(self._plans.get(scopes), self.store)
+        return run_sync(self._plans.get(scopes), self._call)
 
     def budgets(self, prefix: str = "") -> list[Budget]:
-        return _run_sync(self._plans.budgets(prefix), self.store)
+        return run_sync(self._plans.budgets(prefix), self._call)
 
     def delete(self, scope: str) -> bool:
-        return _run_sync(self._plans.delete(scope), self.store)
+        return run_sync(self._plans.delete(scope), self._call)
 
     def hold(
         self, budgets: Sequence[Budget], amount: MoneyLike, *, ttl: float | None = None
@@ -365,6 +361,7 @@ class AsyncLedger:
         purge_every: float = 60.0,
     ) -> None:
         self.store = store
+        self._call = _async_store_call(store)
         self._plans = _Plans(clock, hold_ttl, retention, purge_every)
 
     async def reserve(
@@ -375,41 +372,41 @@ class AsyncLedger:
         ttl: float | None = None,
         hold_id: str | None = None,
     ) -> Hold:
-        return await _run_async(self._plans.reserve(budgets, amount, ttl, hold_id), self.store)
+        return await run_async(self._plans.reserve(budgets, amount, ttl, hold_id), self._call)
 
     async def settle(
         self, hold: Hold | str, actual: MoneyLike, *, model: str | None = None
     ) -> Decimal:
-        return await _run_async(self._plans.settle(hold, actual, model), self.store)
+        return await run_async(self._plans.settle(hold, actual, model), self._call)
 
     async def release(self, hold: Hold | str) -> bool:
-        return await _run_async(self._plans.release(hold), self.store)
+        return await run_async(self._plans.release(hold), self._call)
 
     async def charge(
         self, budgets: Sequence[Budget], amount: MoneyLike, *, model: str | None = None
     ) -> Decimal:
-        return await _run_async(self._plans.charge(budgets, amount, model), self.store)
+        return await run_async(self._plans.charge(budgets, amount, model), self._call)
 
     async def status(self, budget: Budget) -> BudgetStatus:
-        return await _run_async(self._plans.status(budget), self.store)
+        return await run_async(self._plans.status(budget), self._call)
 
     async def reset(self, budget: Budget) -> None:
-        await _run_async(self._plans.reset(budget), self.store)
+        await run_async(self._plans.reset(budget), self._call)
 
     async def history(self, budget: Budget, limit: int = 100) -> list[tuple[datetime, Decimal]]:
-        return await _run_async(self._plans.history(budget, limit), self.store)
+        return await run_async(self._plans.history(budget, limit), self._call)
 
     async def purge(self) -> int:
-        return await _run_async(self._plans.purge(), self.store)
+        return await run_async(self._plans.purge(), self._call)
 
     async def define(self, budget: Budget) -> Budget:
-        return await _run_async(self._plans.define(budget), self.store)
+        return await run_async(self._plans.define(budget), self._call)
 
     async def get(self, scopes: Sequence[str]) -> list[Budget | None]:
-        return await _run_async(self._plans.get(scopes), self.store)
+        return await run_async(self._plans.get(scopes), self._call)
 
     async def budgets(self, prefix: str = "") -> list[Budget]:
-        return await _run_async(self._plans.budgets(prefix), self.store)
+        return await run_async(self._plans.budgets(prefix), self._call)
 
     async def delete(self, scope: str) -> bool:
-        return await _run_async(self._plans.delete(scope), self.store)
+        return await run_async(self._plans.delete(scope), self._call)

@@ -69,7 +69,6 @@ from llmbudget.clock import Clock
 from llmbudget.errors import BudgetExceededError, InvalidInputError, PricingError, UnknownModelError
 from llmbudget.global_budget import (
     MultiHold,
-    Plan,
     ScopeGroup,
     anchor,
     exceeded,
@@ -77,11 +76,10 @@ from llmbudget.global_budget import (
     plan_reserve,
     plan_settle,
     plan_tightest,
-    run_async,
-    run_sync,
 )
 from llmbudget.ledger import Ledger
 from llmbudget.money import MoneyLike, to_money
+from llmbudget.plans import Plan, run_async, run_sync
 from llmbudget.pricing import DEFAULT_MAX_OUTPUT_TOKENS, ModelPrice, PriceBook, TokenUsage
 from llmbudget.pricing import normalize_usage as _normalize_usage
 from llmbudget.responses import StreamTracker

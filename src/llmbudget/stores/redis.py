@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
@@ -511,7 +511,28 @@ def _async_client(config: _Config) -> Any:
 # -- the shells: they only send what the plans yield ------------------------------------
 
 
-class RedisStore(Store):
+class _Shell:
+    """What the sync and async stores share: configuration, key layout and the URL."""
+
+    _connect: Callable[[_Config], Any]
+
+    def __init__(self, url: str) -> None:
+        self._config = _Config.parse(url)
+        self._ops = _Ops(self._config.prefix)
+        self._where = _where(self._config)
+        self._client = type(self)._connect(self._config)
+
+    @property
+    def url(self) -> str:
+        """The URL this store was opened with (another process can open the same store)."""
+        return self._config.original
+
+    @property
+    def prefix(self) -> str:
+        return self._ops.prefix
+
+
+class RedisStore(_Shell, Store):
     """Redis-backed store, shared safely by threads, processes and machines.
 
     ``url``: ``redis://[:password@]host[:port][/db]``, ``rediss://`` (TLS) or
@@ -527,20 +548,7 @@ class RedisStore(Store):
     Decimal('0.25')
     """
 
-    def __init__(self, url: str) -> None:
-        self._config = _Config.parse(url)
-        self._ops = _Ops(self._config.prefix)
-        self._where = _where(self._config)
-        self._client = _sync_client(self._config)
-
-    @property
-    def url(self) -> str:
-        """The URL this store was opened with (another process can open the same store)."""
-        return self._config.original
-
-    @property
-    def prefix(self) -> str:
-        return self._ops.prefix
+    _connect = staticmethod(_sync_client)
 
     def _eval(self, call: _Eval) -> Any:
         try:
@@ -630,7 +638,7 @@ class RedisStore(Store):
             pool.disconnect()
 
 
-class AsyncRedisStore:
+class AsyncRedisStore(_Shell):
     """The same store for asyncio (``redis.asyncio``): the same scripts, keys and decoding.
 
     >>> from llmbudget import AsyncLedger
@@ -639,20 +647,7 @@ class AsyncRedisStore:
     >>> hold = await ledger.reserve([budget], "0.10")  # doctest: +SKIP
     """
 
-    def __init__(self, url: str) -> None:
-        self._config = _Config.parse(url)
-        self._ops = _Ops(self._config.prefix)
-        self._where = _where(self._config)
-        self._client = _async_client(self._config)
-
-    @property
-    def url(self) -> str:
-        """The URL this store was opened with (another process can open the same store)."""
-        return self._config.original
-
-    @property
-    def prefix(self) -> str:
-        return self._ops.prefix
+    _connect = staticmethod(_async_client)
 
     async def _eval(self, call: _Eval) -> Any:
         try:
