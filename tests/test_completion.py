@@ -547,3 +547,29 @@ async def test_acompletion_errors_and_concurrency(fake: FakeLLMServer) -> None:
     )
     assert all(response_cost(r) == GPT4O_CALL for r in results)
     assert gb.current_cost() == 10 * GPT4O_CALL
+
+
+@pytest.mark.parametrize(
+    ("model", "variable", "base_variable"),
+    [
+        ("gpt-4o", "OPENAI_API_KEY", "OPENAI_API_BASE"),
+        ("claude-3-5-haiku-latest", "ANTHROPIC_API_KEY", "ANTHROPIC_API_BASE"),
+        ("groq/llama-3.1-8b-instant", "GROQ_API_KEY", "GROQ_API_BASE"),
+    ],
+)
+def test_a_missing_key_fails_at_once_naming_the_variable(
+    fake: FakeLLMServer,
+    monkeypatch: pytest.MonkeyPatch,
+    model: str,
+    variable: str,
+    base_variable: str,
+) -> None:
+    for name in providers()[resolve(model, api_key="k").provider.name].api_key_env:
+        monkeypatch.delenv(name, raising=False)
+    base = fake.anthropic_url if variable == "ANTHROPIC_API_KEY" else fake.openai_url
+    monkeypatch.setenv(base_variable, base)  # were anything sent, the fake would see it
+    with pytest.raises(ProviderAuthError) as caught:
+        completion(model, HI)
+    assert f"${variable}" in str(caught.value)
+    assert fake.count() == 0
+    assert gb.status().held == 0 and gb.current_cost() == 0

@@ -62,3 +62,62 @@ def test_all_names_exist(name: str) -> None:
         pytest.skip(f"{name} declares no __all__")
     missing = [n for n in names if not hasattr(module, n)]
     assert not missing, f"{name}.__all__ names missing attributes: {missing}"
+
+
+# Packages a user brings themselves, imported only by the integration written for them.
+_BROUGHT_BY_THE_USER = {"litellm"}
+
+
+def _declared_distributions() -> set[str]:
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        requirements += extra
+    names = {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0] for r in requirements}
+    return {_normalise(n) for n in names}
+
+
+def _normalise(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _third_party_imports() -> dict[str, list[str]]:
+    import ast
+
+    found: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                tops = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            for top in tops:
+                if top in sys.stdlib_module_names or top in ("llmbudget", "__future__"):
+                    continue
+                found.setdefault(top, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_every_import_is_declared() -> None:
+    """An import missing from pyproject.toml passes on a machine that happens to have the
+    package and fails for the first new user: every third-party import is declared."""
+    from importlib.metadata import packages_distributions
+
+    declared = _declared_distributions()
+    owners = packages_distributions()
+    undeclared = {}
+    for module, places in _third_party_imports().items():
+        if module in _BROUGHT_BY_THE_USER:
+            continue
+        distributions = {_normalise(d) for d in owners.get(module, [module])}
+        if not distributions & declared:
+            undeclared[module] = places[:3]
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"

@@ -49,7 +49,7 @@ from llmbudget.global_budget import ScopeGroup, global_group
 from llmbudget.manager import BudgetManager
 from llmbudget.plans import Io, Plan, run_async, run_sync
 from llmbudget.pricing import PriceBook
-from llmbudget.providers import Route, map_sdk_error, resolve
+from llmbudget.providers import ProviderAuthError, Route, map_sdk_error, resolve
 from llmbudget.responses import (
     StreamTracker,
     anthropic_request,
@@ -151,6 +151,7 @@ def _prepare(model: str, messages: object, kwargs: dict[str, Any]) -> _Request:
     mock = kwargs.get("mock_response")
     if mock is None:
         _require_sdk(route)
+        _require_key(route)
     manager = kwargs.get("budget_manager")
     if manager is not None and not isinstance(manager, BudgetManager):
         raise InvalidInputError("budget_manager must be a BudgetManager")
@@ -184,6 +185,17 @@ def _prepare(model: str, messages: object, kwargs: dict[str, Any]) -> _Request:
         cache_writes="cache_control" in json.dumps([messages, params], default=str),
         extra={"stream_options": stream_options},
     )
+
+
+def _require_key(route: Route) -> None:
+    """Fail before any network attempt when the provider needs a key and none is set: an
+    SDK would send a placeholder, be refused, and the error would not name the variable."""
+    provider = route.provider
+    if route.api_key or not provider.key_required:
+        return
+    names = " or ".join(f"${name}" for name in provider.api_key_env)
+    where = f"set {names}, or pass api_key=" if names else "pass api_key="
+    raise ProviderAuthError(f"{provider.name}: no API key: {where}", provider=provider.name)
 
 
 def _require_sdk(route: Route) -> None:
@@ -364,7 +376,7 @@ def _new_client(req: _Request, asynchronous: bool) -> Any:
             **options,
         )
     plain = openai.AsyncOpenAI if asynchronous else openai.OpenAI
-    return plain(api_key=route.api_key or "missing", base_url=route.base_url, **options)
+    return plain(api_key=route.api_key, base_url=route.base_url, **options)
 
 
 def _sync_client(req: _Request) -> Any:

@@ -32,7 +32,6 @@ import hmac
 import math
 import re
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -216,7 +215,7 @@ class KeyManager:
         return key
 
     async def _resolve(self, digest: str) -> VirtualKey | None:
-        now = time.monotonic()
+        now = self.clock()
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]

@@ -53,6 +53,7 @@ from typing import Any
 
 import anyio
 import httpx
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -87,12 +88,6 @@ from llmbudget.pricing import ModelPrice, TokenUsage, normalize_usage
 from llmbudget.stores.base import AsyncStore, Store
 from llmbudget.tokens import count_message_tokens, count_tokens
 
-_orjson: Any
-try:  # orjson parses and writes JSON several times faster; the stdlib is the fallback.
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - exercised only where orjson is absent
-    _orjson = None
-
 __all__ = ["Gateway"]
 
 log = logging.getLogger("llmbudget.gateway")
@@ -103,22 +98,18 @@ _HOP_HEADERS = ("x-request-id", "openai-processing-ms", "openai-organization")
 
 
 def loads(data: bytes) -> Any:
-    if _orjson is not None:
-        try:
-            return _orjson.loads(data)
-        except _orjson.JSONDecodeError:
-            pass  # e.g. integers beyond 64 bits: let the stdlib decide
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass  # e.g. integers beyond 64 bits, which orjson refuses: let the stdlib decide
     return json.loads(data)
 
 
 def dumps(value: Any) -> bytes:
-    if _orjson is not None:
-        try:
-            encoded: bytes = _orjson.dumps(value)
-            return encoded
-        except TypeError:
-            pass
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # e.g. integers beyond 64 bits
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _request_id() -> str:

@@ -95,6 +95,9 @@ class AlertManager:
         self._pending: set[str] = set()
         self._pending_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        # Checks and sends queued or running; wait_idle() waits for it to reach zero.
+        self._busy = 0
+        self._idle = threading.Condition()
         self._client: httpx.Client | None = None
         # (scope, window, threshold) this process knows are fired: spares the store a
         # refused reserve on every later check of a budget that is already past a threshold.
@@ -144,6 +147,7 @@ class AlertManager:
                 if scope in self._pending:
                     continue
                 self._pending.add(scope)
+            self._begin()
             self._checks.put(scope)
 
     def check(self, budget: Budget) -> list[Alert]:
@@ -171,6 +175,7 @@ class AlertManager:
             if claimed:
                 alert = Alert(budget.scope, threshold, status, now)
                 fired.append(alert)
+                self._begin()
                 self._sends.put(alert)
         return fired
 
@@ -224,6 +229,25 @@ class AlertManager:
             self._client.close()
             self._client = None
 
+    def _begin(self) -> None:
+        with self._idle:
+            self._busy += 1
+
+    def _end(self) -> None:
+        with self._idle:
+            self._busy -= 1
+            if self._busy == 0:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued check and alert has been handled (sent, or given up
+        on); ``False`` if that took longer than ``timeout`` seconds.
+
+        Alerts a check fires are queued before the check counts as done, so once this
+        returns ``True`` nothing caused by earlier spend is still on its way."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout)
+
     def _check_loop(self) -> None:
         while True:
             scope = self._checks.get()
@@ -237,13 +261,18 @@ class AlertManager:
                     self.check(budget)
             except Exception:  # a broken check must never stop later ones
                 log.exception("alert check of %r failed", scope)
+            finally:
+                self._end()
 
     def _send_loop(self) -> None:
         while True:
             alert = self._sends.get()
             if alert is None:
                 return
-            self.send(alert)
+            try:
+                self.send(alert)
+            finally:
+                self._end()
 
     def send(self, alert: Alert) -> bool:
         """POST one alert, retrying network errors and 5xx/429 with exponential backoff."""
