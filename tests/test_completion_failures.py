@@ -11,7 +11,7 @@ import pytest
 import llmbudget
 from llmbudget import global_budget as gb
 from llmbudget.completion import completion
-from llmbudget.errors import StoreUnavailableError
+from llmbudget.errors import InvalidRequestError, StoreUnavailableError
 from llmbudget.pricing import PriceBook, TokenUsage
 from llmbudget.providers import ProviderServerError, ProviderTimeoutError
 from llmbudget.stores.memory import MemoryStore
@@ -85,17 +85,21 @@ def test_connection_refused_releases() -> None:
     assert gb.status().spent == 0 and gb.status().held == 0
 
 
-def test_both_output_caps_reserve_and_send_only_the_larger(fake: FakeLLMServer) -> None:
-    fake.fill = True
-    fake.prompt_tokens = count_message_tokens(HI, "gpt-4o")
+def test_two_different_output_caps_are_refused_before_sending(fake: FakeLLMServer) -> None:
+    with pytest.raises(InvalidRequestError, match="differ"):
+        completion(
+            "gpt-4o", HI, api_base=fake.openai_url, api_key="x", max_retries=0,
+            max_tokens=30, max_completion_tokens=10,
+        )  # fmt: skip
+    assert fake.count() == 0
+    assert gb.status().held == 0 and gb.current_cost() == 0
     r = completion(
         "gpt-4o", HI, api_base=fake.openai_url, api_key="x", max_retries=0,
-        max_tokens=30, max_completion_tokens=10,
+        max_tokens=30, max_completion_tokens=30,
     )  # fmt: skip
     body = fake.last("/v1/chat/completions").body
     assert body.get("max_tokens") == 30 and "max_completion_tokens" not in body
     assert r._hidden_params["reserved"] == worst(30)
-    assert r._hidden_params["response_cost"] <= r._hidden_params["reserved"]
 
 
 class _FlakySettle(MemoryStore):

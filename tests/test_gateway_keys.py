@@ -11,7 +11,6 @@ import pytest
 
 from llmbudget.clock import FrozenClock
 from llmbudget.gateway.keys import KEY_DOC_KIND, KeyManager, hash_secret
-from llmbudget.gateway.storeio import StoreIO
 from llmbudget.stores.memory import MemoryStore
 from tests.gateway_fakes import MASTER, FakeUpstream, Gw, ServerThread, deployment
 
@@ -75,8 +74,8 @@ def test_another_replica_sees_a_revocation_within_the_cache_ttl() -> None:
     store = MemoryStore()
     ttl = 10.0
     clock = FrozenClock(1_773_576_000.0)
-    mine = KeyManager(StoreIO(store), ttl=ttl, clock=clock)
-    theirs = KeyManager(StoreIO(store), ttl=ttl, clock=clock)
+    mine = KeyManager(store, ttl=ttl, clock=clock)
+    theirs = KeyManager(store, ttl=ttl, clock=clock)
 
     async def run() -> tuple[bool, bool]:
         key, secret = await mine.create({"user": "alice"})

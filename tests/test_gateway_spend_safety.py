@@ -15,10 +15,11 @@ from llmbudget.budgets import Budget
 from llmbudget.errors import StoreError
 from llmbudget.gateway import create_gateway_app
 from llmbudget.gateway.config import DEFAULT_OUTPUT_TOKENS, load_gateway_config
-from llmbudget.gateway.proxy import worst_case
-from llmbudget.gateway.storeio import StoreIO
-from llmbudget.ledger import Ledger
-from llmbudget.sdk_budget import SAFE_OUTPUT_CAP
+from llmbudget.ledger import AsyncLedger, Ledger
+from llmbudget.metering import DEFAULT_OUTPUT_CAP as SAFE_OUTPUT_CAP
+from llmbudget.metering import BillableCall, worst_case
+from llmbudget.plans import run_async
+from llmbudget.reservations import ScopeGroup, plan_reserve, plan_settle
 from llmbudget.stores.memory import MemoryStore
 from tests.gateway_fakes import HI_TOKENS, MASTER, FakeUpstream, Gw, ServerThread, cost, deployment
 
@@ -51,20 +52,31 @@ def test_the_default_output_cap_is_4096_not_the_context_window() -> None:
 def test_without_max_tokens_4096_is_reserved_and_forwarded(fake):
     upstream, url = fake
     with Gw({"model_list": [book_priced(url)]}) as gw:
-        _, secret = gw.key()
+        _, secret = gw.key(budget=10)
         r = gw.chat(secret)
         assert r.status_code == 200, r.text
         assert upstream.calls[-1]["max_tokens"] == 4096
         assert "max_completion_tokens" not in upstream.calls[-1]
         [entry] = gw.logs()
         price = gw.gateway.config.deployments[0].price
-        assert Decimal(entry["reserved"]) == worst_case(price, HI_TOKENS, 4096)
+        call = BillableCall("chat", "gpt-4o", HI_TOKENS)
+        assert Decimal(entry["reserved"]) == worst_case(price, call, 4096)
+
+
+def test_a_call_no_budget_limits_is_forwarded_as_sent(fake):
+    # Spend is tracked on an uncapped key; nothing can be overspent, so nothing is added.
+    upstream, url = fake
+    with Gw({"model_list": [book_priced(url)]}) as gw:
+        _, secret = gw.key()
+        assert gw.chat(secret).status_code == 200
+        assert "max_tokens" not in upstream.calls[-1]
+        assert "max_completion_tokens" not in upstream.calls[-1]
 
 
 def test_the_default_cap_leaves_room_for_the_prompt_in_the_context_window(fake):
     upstream, url = fake
     with Gw({"model_list": [book_priced(url)]}) as gw:
-        _, secret = gw.key()
+        _, secret = gw.key(budget=10)
         long = [{"role": "user", "content": " a" * 125_000}]
         r = gw.chat(secret, messages=long)
         assert r.status_code == 200, r.text
@@ -281,17 +293,19 @@ class _FlakyLogStore(MemoryStore):
         super().append_log(kind, at, data)
 
 
-def test_a_retried_settle_still_writes_the_log_entry() -> None:
+def test_a_retried_settle_still_writes_the_log_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     store = _FlakyLogStore()
-    io = StoreIO(store, inline=False)
+    ledger = AsyncLedger(store)
+    # One try, no retries: the second settle below is the caller's own retry.
+    monkeypatch.setattr("llmbudget.reservations.SETTLE_RETRY_DELAYS", ())
 
     async def main() -> None:
-        hold = await io.reserve([Budget.of("k", 1)], "0.5")
+        group = ScopeGroup(ledger.plans, (Budget.of("k", 1),))
+        hold = await run_async(plan_reserve([group], "0.5"))
         record = ("gateway", 1.0, {"id": "req_1", "cost": "0.2"})
         with pytest.raises(StoreError):
-            await io.settle(hold, "0.2", "m", record)
-        assert await io.settle(hold, "0.2", "m", record) == Decimal("0.2")  # the retry
-        await io.aclose(close_store=False)
+            await run_async(plan_settle(hold, "0.2", "m", record))
+        assert await run_async(plan_settle(hold, "0.2", "m", record)) == Decimal("0.2")
 
     asyncio.run(main())
     assert [e.data["id"] for e in store.read_log("gateway", 0, 1e12, 10)] == ["req_1"]

@@ -17,6 +17,7 @@ from llmbudget.errors import BudgetExceededError, InvalidAmountError, InvalidInp
 from llmbudget.ledger import Ledger
 from llmbudget.plans import run_sync
 from llmbudget.pricing import PriceBook, TokenUsage
+from llmbudget.reservations import ScopeGroup, plan_reserve, plan_settle
 from llmbudget.stores.memory import MemoryStore
 from llmbudget.tokens import count_message_tokens
 
@@ -137,30 +138,31 @@ def test_reservation_across_stores_rolls_back_on_refusal() -> None:
     second = Ledger(MemoryStore())
     roomy = Budget.of("a", 10)
     tight = Budget.of("b", "0.5")
-    groups = [gb.ScopeGroup(first, (roomy,)), gb.ScopeGroup(second, (tight,))]
+    groups = [ScopeGroup(first.plans, (roomy,)), ScopeGroup(second.plans, (tight,))]
 
     with pytest.raises(BudgetExceededError) as refused:
-        run_sync(gb.plan_reserve(groups, 1))
+        run_sync(plan_reserve(groups, 1))
     assert refused.value.scope == "b"
     assert first.status(roomy).held == 0  # the first store's hold was given back
 
-    hold = run_sync(gb.plan_reserve(groups, "0.25"))
-    run_sync(gb.plan_settle(hold, "0.2", "m"))
+    hold = run_sync(plan_reserve(groups, "0.25"))
+    run_sync(plan_settle(hold, "0.2", "m"))
     assert first.status(roomy).spent == second.status(tight).spent == Decimal("0.2")
 
 
 def test_scopes_sharing_a_store_are_reserved_in_one_atomic_operation() -> None:
-    ledger = Ledger(MemoryStore())
-    a, b = Budget.of("a", 1), Budget.of("b", 1)
+    store = MemoryStore()
     calls: list[int] = []
-    original = ledger.reserve
+    original = store.reserve
 
-    def counting(budgets: list[Budget], amount: object, **kw: object) -> object:
-        calls.append(len(budgets))
-        return original(budgets, amount)  # type: ignore[arg-type]
+    def counting(hold_id: str, lines: Any, *args: Any) -> Any:
+        calls.append(len(lines))
+        return original(hold_id, lines, *args)
 
-    ledger.reserve = counting  # type: ignore[method-assign,assignment]
-    run_sync(gb.plan_reserve([gb.ScopeGroup(ledger, (a,)), gb.ScopeGroup(ledger, (b,))], 1))
+    store.reserve = counting  # type: ignore[method-assign]
+    ledger = Ledger(store)
+    a, b = Budget.of("a", 1), Budget.of("b", 1)
+    run_sync(plan_reserve([ScopeGroup(ledger.plans, (a,)), ScopeGroup(ledger.plans, (b,))], 1))
     assert calls == [2]
 
 

@@ -16,8 +16,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 litellm = pytest.importorskip("litellm")
 
 from llmbudget import global_budget as gb  # noqa: E402
+from llmbudget.blocks import budget  # noqa: E402
 from llmbudget.manager import BudgetManager  # noqa: E402
-from llmbudget.sdk_budget import budget  # noqa: E402
 from tests.fakes import FakeLLMServer  # noqa: E402
 
 HI = [{"role": "user", "content": "hi"}]

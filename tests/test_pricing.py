@@ -28,9 +28,9 @@ from llmbudget.errors import (
     PricingError,
     UnknownModelError,
 )
+from llmbudget.metering import DEFAULT_OUTPUT_CAP
 from llmbudget.money import cost_to_units
 from llmbudget.pricing import (
-    DEFAULT_MAX_OUTPUT_TOKENS,
     Cost,
     ModelPrice,
     PriceBook,
@@ -775,9 +775,10 @@ def test_prompt_and_worst_case_cost(book: PriceBook) -> None:
     assert prompt_cost("gpt-4o", messages, prices=book) == D("0.0000225")
     # + 100 x 10 /M
     assert worst_case_cost("gpt-4o", messages, 100, prices=book) == D("0.0010225")
-    # No max_tokens and no known max output: the whole 128k context window.
+    # No max_tokens and no known max output: the cap every door sends (4096), not the
+    # 128k context window ($1.28, which would refuse every gpt-4o call on a $1 budget).
     assert book.lookup("gpt-4o").context_window == 128_000
-    assert worst_case_cost("gpt-4o", messages, prices=book) == D("1.2800225")
+    assert worst_case_cost("gpt-4o", messages, prices=book) == D("0.0409825")
     with pytest.raises(InvalidInputError):
         worst_case_cost("gpt-4o", messages, -1, prices=book)
 
@@ -788,7 +789,7 @@ def test_worst_case_uses_registered_max_output_then_default() -> None:
     book.register("open-ended", input_per_mtok=0, output_per_mtok=1)
     messages = [{"role": "user", "content": "hi"}]
     assert worst_case_cost("capped", messages, prices=book) == D("0.001")
-    assert worst_case_cost("open-ended", messages, prices=book) == D(DEFAULT_MAX_OUTPUT_TOKENS) / M
+    assert worst_case_cost("open-ended", messages, prices=book) == D(DEFAULT_OUTPUT_CAP) / M
 
 
 def test_prompt_cost_handles_rich_messages(book: PriceBook) -> None:

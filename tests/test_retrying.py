@@ -1,13 +1,27 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
+from llmbudget import plans
 from llmbudget.errors import BudgetExceededError
-from llmbudget.retrying import Retrying
+from llmbudget.plans import Plan
+from llmbudget.retrying import plan_attempts, retry_after
 
 REFUSED = BudgetExceededError("user:x", Decimal(1), Decimal(1), Decimal(0), Decimal("0.1"))
+
+
+def _attempts(outcomes: list[object]) -> Any:
+    def attempt(number: int) -> Plan[object]:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+        yield  # a plan
+
+    return attempt
 
 
 def run_sync(outcomes: list[object], attempts: int, delays: list[float]) -> object:
@@ -15,23 +29,12 @@ def run_sync(outcomes: list[object], attempts: int, delays: list[float]) -> obje
         delays.append(float(left))
         return None if isinstance(error, ValueError) else 0.0
 
-    for attempt in Retrying(attempts, delay_for):
-        with attempt:
-            outcome = outcomes.pop(0)
-            if isinstance(outcome, BaseException):
-                raise outcome
-            return outcome
-    raise AssertionError("unreachable")
+    return plans.run_sync(plan_attempts(attempts, _attempts(outcomes), delay_for))
 
 
 async def run_async(outcomes: list[object], attempts: int) -> object:
-    async for attempt in Retrying(attempts, lambda error, number, left: 0.0):
-        with attempt:
-            outcome = outcomes.pop(0)
-            if isinstance(outcome, BaseException):
-                raise outcome
-            return outcome
-    raise AssertionError("unreachable")
+    plan = plan_attempts(attempts, _attempts(outcomes), lambda error, number, left: 0.0)
+    return await plans.run_async(plan)
 
 
 def test_retries_until_success_and_counts_attempts_left() -> None:
@@ -65,7 +68,23 @@ def test_interrupts_pass_straight_through() -> None:
         run_sync([KeyboardInterrupt(), "never"], 3, [])
 
 
-async def test_async_iteration_makes_the_same_decisions() -> None:
+async def test_the_async_runner_makes_the_same_decisions() -> None:
     assert await run_async([ConnectionError(), "ok"], 2) == "ok"
     with pytest.raises(ConnectionError, match="down"):
         await run_async([ConnectionError("down"), REFUSED], 3)
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after": "2"}, 2.0),
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, None),
+        ({"retry-after": "-1"}, None),
+        ({"retry-after": "3600"}, None),
+        ({}, None),
+        (None, None),
+    ],
+)
+def test_retry_after_reads_seconds_and_milliseconds(headers: Any, seconds: float | None) -> None:
+    assert retry_after(headers) == seconds

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from llmbudget import global_budget
+from llmbudget.blocks import BudgetBlock, budget, bypass
 from llmbudget.budgets import Budget, BudgetStatus, scope_key
 from llmbudget.clock import Clock, FrozenClock, system_clock
 from llmbudget.completion import (
@@ -25,6 +26,7 @@ from llmbudget.errors import (
     InvalidAmountError,
     InvalidDurationError,
     InvalidInputError,
+    InvalidRequestError,
     LLMBudgetError,
     NotFoundError,
     PricingError,
@@ -48,7 +50,6 @@ from llmbudget.providers import (
     ProviderTimeoutError,
     register_provider,
 )
-from llmbudget.sdk_budget import BudgetBlock, budget
 from llmbudget.stores import AsyncStore, Store, open_store
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ __all__ = [
     "InvalidAmountError",
     "InvalidDurationError",
     "InvalidInputError",
+    "InvalidRequestError",
     "LLMBudgetError",
     "Ledger",
     "NotFoundError",
@@ -103,6 +105,7 @@ __all__ = [
     "Window",
     "acompletion",
     "budget",
+    "bypass",
     "completion",
     "global_budget",
     "open_store",

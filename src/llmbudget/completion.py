@@ -6,27 +6,25 @@
 >>> r.choices[0].message.content, r._hidden_params["response_cost"]
 ('Hello!', Decimal('0.00004'))
 
-Each call:
+A call picks its provider (:mod:`llmbudget.providers`) and sends the request with that
+provider's official SDK, metered as every SDK request is (:mod:`llmbudget.sdk_patch`):
 
-1. counts its prompt tokens offline and looks up the model's prices;
-2. reserves its worst-case cost on every budget that applies — the global
+1. its worst case is reserved on every budget that applies — the global
    ``llmbudget.max_budget``, the user's budget when ``user=`` and ``budget_manager=`` are
    given, and every enclosing :func:`llmbudget.budget` block — all or none, raising
    :class:`~llmbudget.errors.BudgetExceededError` **before anything is sent**;
-3. if you gave no ``max_tokens`` and a limit applies, sends the largest output cap the
-   tightest budget can pay for (so the call cannot physically overspend), refusing only
-   when not even the prompt plus one output token fits;
-4. charges the real cost from the response's usage (streams: from their final usage
-   event, else from the tokens of the streamed text); a failure releases the reservation
-   only if it proves nothing was processed (an HTTP error answer, no connection), and
-   charges it whole otherwise (a timeout may have been billed). Each retry is a new
-   attempt with its own reservation (the SDK clients themselves never retry).
+2. without a ``max_tokens`` of yours and with a limit applying, the request carries the
+   largest output cap the budgets can pay for, so it cannot physically overspend;
+3. the real cost is charged from the response's usage (streams: when they end); a failure
+   releases the reservation only if it proves nothing was billed, and charges it whole
+   otherwise. Each retry is an attempt reserved and charged on its own.
 
 The result is the OpenAI SDK's ``ChatCompletion`` (Anthropic's answers are converted to
 it), with ``_hidden_params["response_cost"]`` the ``Decimal`` dollars charged (also
 :func:`response_cost`). ``stream=True`` returns a :class:`CompletionStream` of
-``ChatCompletionChunk`` objects whose ``cost`` is set once it ends. :func:`acompletion`
-is the same call for asyncio; both run the same plan (see :mod:`llmbudget.global_budget`).
+``ChatCompletionChunk`` objects whose ``cost`` is set once it ends. ``mock_response``
+answers from a local transport inside the SDK, so a mocked call is metered exactly as a
+real one. :func:`acompletion` is the same call for asyncio.
 """
 
 from __future__ import annotations
@@ -38,31 +36,30 @@ import json
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
-from llmbudget.errors import InvalidInputError
-from llmbudget.global_budget import ScopeGroup, global_group
+from llmbudget.errors import InvalidInputError, LLMBudgetError
+from llmbudget.global_budget import global_group
 from llmbudget.manager import BudgetManager
-from llmbudget.plans import Io, Plan, run_async, run_sync
+from llmbudget.metering import DEFAULT_OUTPUT_CAP
 from llmbudget.pricing import PriceBook
 from llmbudget.providers import ProviderAuthError, Route, map_sdk_error, resolve
+from llmbudget.reservations import ScopeGroup
 from llmbudget.responses import (
-    StreamTracker,
+    AnthropicChunks,
+    AttrDict,
+    MockFailureError,
     anthropic_request,
     anthropic_to_openai,
     build_chunk,
     build_completion,
-    mock_chunks,
-    mock_completion,
-    truncate_to_tokens,
+    mock_transport_handler,
 )
-from llmbudget.retrying import Retrying
-from llmbudget.sdk_budget import Meter, active_blocks, bypass, mark_not_sent, retry_delay
-from llmbudget.stores.memory import MemoryStore
+from llmbudget.sdk_patch import MeteredCall, metered_call
 
 __all__ = [
     "AsyncCompletionStream",
@@ -88,11 +85,10 @@ _OWN = {
     "prices",
     "pricing_model",
 }
-
-
-_CAP_FIELDS = ("max_completion_tokens", "max_tokens")
 # Retries when the caller gives no max_retries (the SDKs' own default).
 _DEFAULT_RETRIES = 2
+_CAP_FIELDS = ("max_tokens", "max_completion_tokens")
+_TIMEOUT_DEFAULT = 600.0
 
 
 @dataclass(eq=False)
@@ -105,20 +101,13 @@ class _Request:
     messages: list[Any]
     params: dict[str, Any]
     stream: bool
-    wants_usage_chunk: bool
-    prompt_tokens: int
-    requested_max: int | None
-    n: int
+    wants_usage: bool
     user: str | None
     budget_manager: BudgetManager | None
     prices: PriceBook | None
     mock: object
     timeout: float | None
-    max_retries: int | None
-    cache_writes: bool
-    meter: Meter | None = None
-    arguments: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    retries: int
 
     @property
     def kind(self) -> str:
@@ -126,8 +115,6 @@ class _Request:
 
 
 def _prepare(model: str, messages: object, kwargs: dict[str, Any]) -> _Request:
-    from llmbudget.tokens import count_message_tokens
-
     if isinstance(messages, str) or not isinstance(messages, Sequence):
         raise InvalidInputError("messages must be a list of chat messages")
     route = resolve(
@@ -139,18 +126,10 @@ def _prepare(model: str, messages: object, kwargs: dict[str, Any]) -> _Request:
     )
     params = {k: v for k, v in kwargs.items() if k not in _OWN}
     stream = bool(params.pop("stream", False))
-    stream_options = params.pop("stream_options", None) or {}
-    wants_usage = bool(stream_options.get("include_usage"))
-    caps = [params[k] for k in _CAP_FIELDS if params.get(k) is not None]
-    for value in caps:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidInputError(f"max_tokens must be a positive int, got {value!r}")
-    # Both given: reserve for the larger; only that value is sent (see _call_arguments).
-    requested = max(caps) if caps else None
-    n = params.get("n") or 1
+    options = params.get("stream_options") or {}
     mock = kwargs.get("mock_response")
+    _require_sdk(route)
     if mock is None:
-        _require_sdk(route)
         _require_key(route)
     manager = kwargs.get("budget_manager")
     if manager is not None and not isinstance(manager, BudgetManager):
@@ -158,32 +137,27 @@ def _prepare(model: str, messages: object, kwargs: dict[str, Any]) -> _Request:
     user = params.get("user")
     if manager is not None and not user:
         raise InvalidInputError("budget_manager= needs user= (whose budget to charge)")
-    # Spend is recorded under the name the caller used; prices are looked up by the
-    # route's name (provider/model) unless pricing_model= says otherwise.
-    label = model
-    pricing_model = kwargs.get("pricing_model") or route.pricing_model
     retries = kwargs.get("max_retries", kwargs.get("num_retries"))
+    retries = _DEFAULT_RETRIES if retries is None else retries
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InvalidInputError(f"max_retries must be a non-negative int, got {retries!r}")
     return _Request(
         route=route,
-        label=label,
-        pricing_model=pricing_model,
+        # Spend is recorded under the name the caller used; prices are looked up by the
+        # route's name (provider/model) unless pricing_model= says otherwise.
+        label=model,
+        pricing_model=kwargs.get("pricing_model") or route.pricing_model,
         messages=list(messages),
         params=params,
         stream=stream,
-        wants_usage_chunk=wants_usage,
-        prompt_tokens=count_message_tokens(
-            list(messages), pricing_model, tools=params.get("tools")
-        ),
-        requested_max=requested,
-        n=n,
+        wants_usage=bool(isinstance(options, Mapping) and options.get("include_usage")),
         user=user,
         budget_manager=manager,
         prices=kwargs.get("prices"),
         mock=mock,
         timeout=kwargs.get("timeout"),
-        max_retries=retries,
-        cache_writes="cache_control" in json.dumps([messages, params], default=str),
-        extra={"stream_options": stream_options},
+        # A mocked answer (or failure) is given once, as asked.
+        retries=0 if mock is not None else retries,
     )
 
 
@@ -209,132 +183,26 @@ def _require_sdk(route: Route) -> None:
         ) from None
 
 
-# --------------------------------------------------------------------------- the plan
-
-
-@dataclass(frozen=True, slots=True)
-class _Send:
-    request: _Request
-
-
-def _plan(req: _Request) -> Plan[Any]:
+def _metering(req: _Request) -> MeteredCall:
+    """The budgets the call is reserved on besides ``budget()`` blocks."""
     groups: list[ScopeGroup] = [global_group()]
     manager = req.budget_manager
     if manager is not None:
-        blocking = not isinstance(manager.ledger.store, MemoryStore)
-        user_budget = yield Io(manager.get_budget, (req.user,), blocking)  # UnknownUserError
-        groups.append(ScopeGroup(manager.ledger, (user_budget,)))
-    meter = Meter.create(
-        req.label,
-        req.pricing_model,
-        req.prompt_tokens,
-        groups,
-        blocks=active_blocks(),
+        assert req.user is not None
+        # The user's budget must exist: UnknownUserError before anything is sent.
+        groups.append(ScopeGroup(manager.ledger.plans, (manager.get_budget(req.user),)))
+    return MeteredCall(
+        groups=groups,
         prices=req.prices,
-        free_if_unknown=req.route.provider.local,
-        n=req.n,
-        requested_max=req.requested_max,
-        require_cap=req.kind == "anthropic",
-        cache_writes=req.cache_writes,
+        pricing_model=req.pricing_model,
+        tokenizer=req.pricing_model,
+        label=req.label,
+        free=req.route.provider.local,
     )
-    req.meter = meter
-    yield from meter.plan_open()
-    if req.mock is not None:
-        return (yield from _plan_mock(req, meter))
-    try:
-        req.arguments = _call_arguments(req)
-    except BaseException:
-        yield from meter.plan_abort()  # nothing was sent
-        raise
-    try:
-        raw = yield _Send(req)
-    except BaseException as exc:
-        # Released only if the error proves the provider processed nothing (an HTTP
-        # error answer, a connection never made); a timeout, a connection lost after
-        # sending or a cancellation may have been billed: the reservation is charged.
-        yield from meter.plan_fail(exc)
-        mapped = map_sdk_error(exc, req.route.provider.name)
-        if mapped is not None:
-            raise mapped from exc
-        raise
-    if req.stream:
-        return raw
-    data = anthropic_to_openai(raw, req.route.model) if req.kind == "anthropic" else None
-    usage = getattr(raw, "usage", None)
-    text = _completion_text(raw) if usage is None else None
-    yield from meter.plan_close(usage, text=text)
-    response = build_completion(data) if data is not None else raw
-    _attach(response, req, meter)
-    return response
-
-
-def _plan_mock(req: _Request, meter: Meter) -> Plan[Any]:
-    if isinstance(req.mock, BaseException):
-        # A mocked failure behaves as a real one: nothing is charged.
-        yield from meter.plan_abort()
-        raise req.mock
-    limit = meter.cap if meter.cap is not None else meter.requested_max
-    text, tokens, cut = truncate_to_tokens(str(req.mock), req.label, limit)
-    shape: dict[str, Any] = {
-        "prompt_tokens": meter.prompt_tokens,
-        "completion_tokens": tokens,
-        "finish_reason": "length" if cut else "stop",
-    }
-    if req.stream:
-        return mock_chunks(req.route.model, text, **shape)
-    data = mock_completion(req.route.model, text, **shape)
-    yield from meter.plan_close(data["usage"])
-    response = build_completion(data)
-    _attach(response, req, meter)
-    return response
-
-
-def _completion_text(raw: object) -> str:
-    parts = []
-    for choice in getattr(raw, "choices", None) or ():
-        message = getattr(choice, "message", None)
-        parts.append(str(getattr(message, "content", None) or ""))
-        for call in getattr(message, "tool_calls", None) or ():
-            function = getattr(call, "function", None)
-            parts.append(str(getattr(function, "arguments", "") or ""))
-    return "".join(parts)
-
-
-def _hidden(req: _Request, meter: Meter) -> dict[str, Any]:
-    return {
-        "response_cost": meter.cost,
-        "reserved": meter.reserved,
-        "output_cap": meter.cap,
-        "usage_estimated": meter.estimated,
-        "llm_provider": req.route.provider.name,
-        "model": req.route.model,
-        "pricing_model": req.pricing_model,
-        "api_base": req.route.base_url,
-        "mock": req.mock is not None,
-    }
-
-
-def _attach(response: Any, req: _Request, meter: Meter) -> None:
-    with contextlib.suppress(AttributeError, TypeError, ValueError):  # frozen/slotted objects
-        response._hidden_params = _hidden(req, meter)
-
-
-def response_cost(response: object) -> Decimal | None:
-    """The dollars :func:`completion` charged for ``response`` (``None`` if unknown).
-
-    Works for responses and finished :class:`CompletionStream` objects.
-    """
-    hidden = getattr(response, "_hidden_params", None)
-    if isinstance(hidden, Mapping):
-        cost = hidden.get("response_cost")
-        return cost if isinstance(cost, Decimal) else None
-    return None
 
 
 # --------------------------------------------------------------------------- SDK clients
 
-
-_TIMEOUT_DEFAULT = 600.0
 _clients: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 _clients_lock = threading.Lock()
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], Any]]
@@ -344,39 +212,56 @@ _SIGNATURES: dict[str, frozenset[str]] = {}
 
 def _client_key(req: _Request) -> tuple[Any, ...]:
     route = req.route
+    mock = req.mock is not None
     return (
         route.provider.kind,
         route.base_url,
         route.api_key,
         route.api_version,
         req.timeout,
+        mock,
     )
+
+
+def _transport_module(package: str) -> Any:
+    # Newer SDKs are built on httpx2, older ones on httpx: the mock transport must be the
+    # SDK's own kind.
+    base = __import__(f"{package}._base_client", fromlist=["SyncAPIClient"])
+    return getattr(base, "httpx2", None) or base.httpx
 
 
 def _new_client(req: _Request, asynchronous: bool) -> Any:
     route = req.route
-    # The SDK must not retry inside one reservation (each attempt may be billed):
-    # completion() retries itself, reserving again for every attempt.
-    options: dict[str, Any] = {"timeout": req.timeout or _TIMEOUT_DEFAULT, "max_retries": 0}
+    package = "anthropic" if req.kind == "anthropic" else "openai"
+    options: dict[str, Any] = {
+        "timeout": req.timeout or _TIMEOUT_DEFAULT,
+        "max_retries": _DEFAULT_RETRIES,
+    }
     if route.provider.extra_headers:
         options["default_headers"] = dict(route.provider.extra_headers)
-    if route.provider.kind == "anthropic":
+    if req.mock is not None:
+        httpx = _transport_module(package)
+        transport = httpx.MockTransport(mock_transport_handler(req.kind, httpx))
+        client_cls = httpx.AsyncClient if asynchronous else httpx.Client
+        options["http_client"] = client_cls(transport=transport)
+    key = route.api_key or "mock-key"
+    if req.kind == "anthropic":
         import anthropic
 
         cls = anthropic.AsyncAnthropic if asynchronous else anthropic.Anthropic
-        return cls(api_key=route.api_key, base_url=route.base_url, **options)
+        return cls(api_key=key, base_url=route.base_url, **options)
     import openai
 
-    if route.provider.kind == "azure":
+    if req.kind == "azure":
         azure = openai.AsyncAzureOpenAI if asynchronous else openai.AzureOpenAI
         return azure(
-            api_key=route.api_key,
+            api_key=key,
             azure_endpoint=str(route.base_url),
             api_version=route.api_version,
             **options,
         )
     plain = openai.AsyncOpenAI if asynchronous else openai.OpenAI
-    return plain(api_key=route.api_key, base_url=route.base_url, **options)
+    return plain(api_key=key, base_url=route.base_url, **options)
 
 
 def _sync_client(req: _Request) -> Any:
@@ -421,30 +306,25 @@ def _accepted(kind: str) -> frozenset[str]:
     return names
 
 
-def _call_arguments(req: _Request) -> dict[str, Any]:
-    """Keyword arguments for the SDK's ``create``, with the output cap applied."""
-    meter = req.meter
-    assert meter is not None
+def _arguments(req: _Request, metering: MeteredCall) -> dict[str, Any]:
+    """Keyword arguments for the SDK's ``create`` (the output cap is the meter's)."""
     params = dict(req.params)
-    cap_key = req.route.provider.max_tokens_param
-    if req.route.base_url != req.route.provider.base_url and req.kind != "azure":
-        cap_key = "max_tokens"  # a self-hosted stand-in may not know the newer field
-    if meter.cap is not None and meter.requested_max is None:
-        params[cap_key] = meter.cap
-    elif meter.requested_max is not None and all(params.get(k) is not None for k in _CAP_FIELDS):
-        # Both fields given: send only the reserved (larger) value, in the provider's field,
-        # so no server can read a cap other than the one reserved.
-        for key in _CAP_FIELDS:
-            params.pop(key, None)
-        params[cap_key] = meter.requested_max
+    if req.kind == "anthropic" and all(params.get(k) is None for k in _CAP_FIELDS):
+        # The SDK refuses a call without max_tokens; the meter replaces this one.
+        params["max_tokens"] = DEFAULT_OUTPUT_CAP
+        metering.placeholder_cap = True
+    if isinstance(req.mock, BaseException):
+        params["extra_headers"] = {**(params.get("extra_headers") or {}), "x-mock-error": "1"}
+    elif req.mock is not None:
+        params["extra_headers"] = {
+            **(params.get("extra_headers") or {}),
+            "x-mock-response": json.dumps(str(req.mock)),
+            "x-mock-pricing-model": req.pricing_model,
+        }
     if req.kind == "anthropic":
         arguments = anthropic_request(req.messages, params)
     else:
         arguments = {"messages": req.messages, **params}
-        if req.stream:
-            stream_options = dict(req.extra.get("stream_options") or {})
-            stream_options["include_usage"] = True  # the real usage arrives in the last chunk
-            arguments["stream_options"] = stream_options
     arguments["model"] = req.route.model
     if req.stream:
         arguments["stream"] = True
@@ -456,125 +336,136 @@ def _call_arguments(req: _Request) -> dict[str, Any]:
     return arguments
 
 
-def _send_sync(effect: _Send) -> Any:
-    req = effect.request
-    assert req.arguments is not None
-    with mark_not_sent():
-        client = _sync_client(req)
-    with bypass():
-        if req.kind == "anthropic":
-            return client.messages.create(**req.arguments)
-        return client.chat.completions.create(**req.arguments)
+def _create(client: Any, req: _Request, metering: MeteredCall) -> Any:
+    target = client.messages if req.kind == "anthropic" else client.chat.completions
+    return target.create(**_arguments(req, metering))
 
 
-async def _send_async(effect: _Send) -> Any:
-    req = effect.request
-    assert req.arguments is not None
-    with mark_not_sent():
-        client = _async_client(req)
-    with bypass():
-        if req.kind == "anthropic":
-            return await client.messages.create(**req.arguments)
-        return await client.chat.completions.create(**req.arguments)
+def _mapped(exc: BaseException, req: _Request) -> BaseException:
+    """The error to raise for ``exc``: a mocked failure as given, an SDK error typed."""
+    if isinstance(exc, MockFailureError) and isinstance(req.mock, BaseException):
+        return req.mock
+    mapped = map_sdk_error(exc, req.route.provider.name)
+    return exc if mapped is None else mapped
 
 
-def _attempts(req: _Request) -> int:
-    if req.mock is not None:
-        return 1  # a mocked failure is raised as given
-    retries = req.max_retries if req.max_retries is not None else _DEFAULT_RETRIES
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise InvalidInputError(f"max_retries must be a non-negative int, got {retries!r}")
-    return retries + 1
+def _reraise(exc: Exception, req: _Request) -> NoReturn:
+    mapped = _mapped(exc, req)
+    if mapped is exc:
+        raise exc
+    if isinstance(exc, MockFailureError):
+        raise mapped from None
+    raise mapped from exc
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _hidden(req: _Request, meter: Any) -> dict[str, Any]:
+    return {
+        "response_cost": meter.cost if meter is not None else None,
+        "reserved": meter.reserved if meter is not None else Decimal(0),
+        "output_cap": meter.cap if meter is not None else None,
+        "usage_estimated": meter.estimated if meter is not None else False,
+        "llm_provider": req.route.provider.name,
+        "model": req.route.model,
+        "pricing_model": req.pricing_model,
+        "api_base": req.route.base_url,
+        "mock": req.mock is not None,
+    }
+
+
+def _finish(raw: Any, req: _Request, metering: MeteredCall) -> Any:
+    meter = metering.meters[-1] if metering.meters else None
+    if req.kind == "anthropic":
+        response = build_completion(anthropic_to_openai(raw, req.route.model))
+    else:
+        response = raw
+    with contextlib.suppress(AttributeError, TypeError, ValueError):  # frozen/slotted objects
+        response._hidden_params = _hidden(req, meter)
+    return response
+
+
+def response_cost(response: object) -> Decimal | None:
+    """The dollars :func:`completion` charged for ``response`` (``None`` if unknown).
+
+    Works for responses and finished :class:`CompletionStream` objects.
+    """
+    hidden = getattr(response, "_hidden_params", None)
+    if isinstance(hidden, Mapping):
+        cost = hidden.get("response_cost")
+        return cost if isinstance(cost, Decimal) else None
+    return None
 
 
 # --------------------------------------------------------------------------- streams
 
 
-def _chunks_for(event: object, req: _Request, tracker: StreamTracker) -> list[Any]:
-    """What the caller sees for one upstream event (after ``tracker.observe``)."""
-    if isinstance(event, Mapping):  # a mocked chunk
-        shapes: Iterable[Any] = [event]
-    elif req.kind == "anthropic":
-        shapes = tracker.to_chunks(event)
-    else:
-        shapes = [event]
-    out = []
-    for shape in shapes:
-        usage_only = not _field(shape, "choices") and _field(shape, "usage") is not None
-        if usage_only and not req.wants_usage_chunk:
-            continue  # we asked for it to charge the call; the caller did not
-        out.append(build_chunk(shape) if isinstance(shape, Mapping) else shape)
-    return out
-
-
-def _field(obj: object, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
-
-
 class _StreamBase:
-    """What both stream types share: the request, the tracker and the result."""
+    """A completion stream: the SDK's stream, in OpenAI chunks. Charging is the meter's
+    (done when the SDK stream's body ends, is closed, or is dropped)."""
 
-    def __init__(self, raw: Any, req: _Request) -> None:
-        assert req.meter is not None
+    def __init__(self, raw: Any, req: _Request, metering: MeteredCall) -> None:
         self._raw = raw
         self._req = req
-        self._meter = req.meter
-        self.tracker = StreamTracker(req.route.model)
-        self.cost: Decimal | None = None
-        self._hidden_params: dict[str, Any] = {}
+        self._meter = metering.meters[-1] if metering.meters else None
+        self._anthropic = (
+            AnthropicChunks(req.route.model, req.wants_usage) if req.kind == "anthropic" else None
+        )
+
+    def _chunks(self, event: Any) -> list[Any]:
+        if self._anthropic is None:
+            return [event]
+        return [build_chunk(shape) for shape in self._anthropic.chunks(event)]
+
+    @property
+    def cost(self) -> Decimal | None:
+        """Dollars charged, once the stream has ended (``None`` before)."""
+        meter = self._meter
+        return meter.cost if meter is not None and meter.done else None
 
     @property
     def usage(self) -> Any:
-        """The final usage block (``None`` until the stream ends, or if none came)."""
-        return self.tracker.usage
+        """The final usage block the provider reported (``None`` until it ends)."""
+        meter = self._meter
+        usage = meter.usage if meter is not None and meter.done else None
+        return AttrDict(usage) if isinstance(usage, Mapping) else usage
 
-    def _closing_plan(self) -> Plan[Decimal | None]:
-        # Without usage, the streamed text tells the cost only if the model is known to
-        # have finished (a finish reason arrived); a stream cut short may have been billed
-        # for output never delivered, so it is charged its whole reservation.
-        tracker = self.tracker
-        text = tracker.text if tracker.finish_reason else None
-        return self._meter.plan_close(tracker.usage, text=text)
-
-    def _finished(self) -> None:
-        self.cost = self._meter.cost
-        self._hidden_params = _hidden(self._req, self._meter)
+    @property
+    def _hidden_params(self) -> dict[str, Any]:
+        if self._meter is None or not self._meter.done:
+            return {}
+        return _hidden(self._req, self._meter)
 
     def _mapped(self, exc: BaseException) -> BaseException:
-        mapped = map_sdk_error(exc, self._req.route.provider.name)
-        return exc if mapped is None else mapped
+        return _mapped(exc, self._req)
 
 
 class CompletionStream(_StreamBase):
     """The chunks of a ``completion(..., stream=True)``; charged when it ends.
 
-    Iterate it (or use it in a ``with``). A stream that ends normally is charged its real
-    usage; one closed early is charged by the text received if the model had finished,
-    else its whole reservation (the provider may have produced, and billed, more).
+    A stream that ends normally is charged its real usage; one closed early is charged by
+    the text received if the model had finished, else its whole reservation (the
+    provider may have produced, and billed, more).
     """
 
-    def __init__(self, raw: Any, req: _Request) -> None:
-        super().__init__(raw, req)
+    def __init__(self, raw: Any, req: _Request, metering: MeteredCall) -> None:
+        super().__init__(raw, req, metering)
         self._iterator = self._run()
 
     def _run(self) -> Generator[Any, None, None]:
         try:
             for event in self._raw:
-                self.tracker.observe(event)
-                yield from _chunks_for(event, self._req, self.tracker)
+                yield from self._chunks(event)
+        except LLMBudgetError:
+            raise
         except Exception as exc:
             mapped = self._mapped(exc)
             if mapped is exc:
                 raise
             raise mapped from exc
         finally:
-            try:
-                run_sync(self._closing_plan())
-            finally:
-                self._finished()
-                close = getattr(self._raw, "close", None)
-                if callable(close):
-                    close()
+            self._raw.close()
 
     def __iter__(self) -> CompletionStream:
         return self
@@ -583,15 +474,9 @@ class CompletionStream(_StreamBase):
         return next(self._iterator)
 
     def close(self) -> None:
-        """Stop reading; settles the call (see the class doc)."""
+        """Stop reading; the call is charged (see the class doc)."""
         self._iterator.close()
-        if self.cost is None and not self._hidden_params:
-            # Never iterated: the generator's finally did not run.
-            run_sync(self._closing_plan())
-            self._finished()
-            close = getattr(self._raw, "close", None)
-            if callable(close):
-                close()
+        self._raw.close()
 
     def __enter__(self) -> CompletionStream:
         return self
@@ -604,46 +489,28 @@ class CompletionStream(_StreamBase):
     ) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        # Dropped unread: charge now rather than leave the hold to expire unrecorded.
-        with contextlib.suppress(Exception):  # never raise from a finaliser
-            self.close()
-
 
 class AsyncCompletionStream(_StreamBase):
     """:class:`CompletionStream` for :func:`acompletion` (``async for`` / ``async with``)."""
 
-    def __init__(self, raw: Any, req: _Request) -> None:
-        super().__init__(raw, req)
+    def __init__(self, raw: Any, req: _Request, metering: MeteredCall) -> None:
+        super().__init__(raw, req, metering)
         self._iterator = self._run()
 
     async def _run(self) -> AsyncGenerator[Any, None]:
         try:
-            if isinstance(self._raw, list):  # mocked chunks
-                for event in self._raw:
-                    self.tracker.observe(event)
-                    for chunk in _chunks_for(event, self._req, self.tracker):
-                        yield chunk
-            else:
-                async for event in self._raw:
-                    self.tracker.observe(event)
-                    for chunk in _chunks_for(event, self._req, self.tracker):
-                        yield chunk
+            async for event in self._raw:
+                for chunk in self._chunks(event):
+                    yield chunk
+        except LLMBudgetError:
+            raise
         except Exception as exc:
             mapped = self._mapped(exc)
             if mapped is exc:
                 raise
             raise mapped from exc
         finally:
-            try:
-                await run_async(self._closing_plan())
-            finally:
-                self._finished()
-                close = getattr(self._raw, "close", None)
-                if callable(close):
-                    result = close()
-                    if inspect.isawaitable(result):
-                        await result
+            await self._raw.close()
 
     def __aiter__(self) -> AsyncCompletionStream:
         return self
@@ -652,16 +519,9 @@ class AsyncCompletionStream(_StreamBase):
         return await self._iterator.__anext__()
 
     async def aclose(self) -> None:
-        """Stop reading; settles the call."""
+        """Stop reading; the call is charged."""
         await self._iterator.aclose()
-        if self.cost is None and not self._hidden_params:
-            await run_async(self._closing_plan())
-            self._finished()
-            close = getattr(self._raw, "close", None)
-            if callable(close):
-                result = close()
-                if inspect.isawaitable(result):
-                    await result
+        await self._raw.close()
 
     async def __aenter__(self) -> AsyncCompletionStream:
         return self
@@ -696,16 +556,22 @@ def completion(model: str, messages: Sequence[Any], **kwargs: Any) -> Any:
     True
     """
     req = _prepare(model, messages, kwargs)
-    # Every attempt reserves, sends once and settles on its own (see _new_client).
-    for attempt in Retrying(_attempts(req), retry_delay):
-        with attempt:
-            result = run_sync(_plan(req), _send_sync)
-            return CompletionStream(result, req) if req.stream else result
-    raise AssertionError("Retrying raises the last error when it gives up")
+    metering = _metering(req)
+    client = _sync_client(req).with_options(max_retries=req.retries)
+    with metered_call(metering):
+        try:
+            raw = _create(client, req, metering)
+        except LLMBudgetError:
+            raise
+        except Exception as exc:
+            _reraise(exc, req)
+    if req.stream:
+        return CompletionStream(raw, req, metering)
+    return _finish(raw, req, metering)
 
 
 async def acompletion(model: str, messages: Sequence[Any], **kwargs: Any) -> Any:
-    """:func:`completion` for asyncio (the same plan, awaited).
+    """:func:`completion` for asyncio (the same metering, awaited).
 
     >>> import asyncio
     >>> r = asyncio.run(acompletion("gpt-4o-mini", [{"role": "user", "content": "Hi"}],
@@ -714,8 +580,15 @@ async def acompletion(model: str, messages: Sequence[Any], **kwargs: Any) -> Any
     'Hey'
     """
     req = _prepare(model, messages, kwargs)
-    async for attempt in Retrying(_attempts(req), retry_delay):
-        with attempt:
-            result = await run_async(_plan(req), _send_async)
-            return AsyncCompletionStream(result, req) if req.stream else result
-    raise AssertionError("Retrying raises the last error when it gives up")
+    metering = _metering(req)
+    client = _async_client(req).with_options(max_retries=req.retries)
+    with metered_call(metering):
+        try:
+            raw = await _create(client, req, metering)
+        except LLMBudgetError:
+            raise
+        except Exception as exc:
+            _reraise(exc, req)
+    if req.stream:
+        return AsyncCompletionStream(raw, req, metering)
+    return _finish(raw, req, metering)

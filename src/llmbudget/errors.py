@@ -6,7 +6,8 @@
      ├── BudgetExceededError          a reserve would pass a limit (scope, limit, spent, held, resets_at)
      ├── InvalidInputError (ValueError)
      │    ├── InvalidAmountError      NaN, infinity, negative, bool, not a number, too precise
-     │    └── InvalidDurationError    not a known period or duration, unknown timezone
+     │    ├── InvalidDurationError    not a known period or duration, unknown timezone
+     │    └── InvalidRequestError     an LLM request that cannot be metered as sent (param)
      ├── NotFoundError (KeyError)
      │    ├── UnknownUserError        no budget for this user (the seed raised KeyError)
      │    ├── UnknownHoldError        settle/release of a hold the store never saw
@@ -30,6 +31,7 @@ __all__ = [
     "InvalidAmountError",
     "InvalidDurationError",
     "InvalidInputError",
+    "InvalidRequestError",
     "LLMBudgetError",
     "NotFoundError",
     "PricingError",
@@ -111,6 +113,16 @@ class InvalidAmountError(InvalidInputError):
 
 class InvalidDurationError(InvalidInputError):
     """A period, duration or timezone that is not understood."""
+
+
+class InvalidRequestError(InvalidInputError):
+    """An LLM API request that cannot be budgeted as sent: malformed for its API, or asking
+    for something whose cost cannot be bounded. ``param`` names the offending field.
+    Nothing was reserved or sent (the gateway answers HTTP 400)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        self.param = param
+        super().__init__(message)
 
 
 class NotFoundError(LLMBudgetError, KeyError):

@@ -1,4 +1,4 @@
-"""The process-wide budget (``llmbudget.max_budget``), and reservations across ledgers.
+"""The process-wide budget (``llmbudget.max_budget``).
 
 As in the seed::
 
@@ -16,221 +16,38 @@ By default the spend lives in memory and lasts as long as the process;
 
     llmbudget.global_budget.configure(store="sqlite:///spend.db", duration="daily")
 
-This module also holds the machinery every budgeted call uses: a call may be limited by
-several budgets held in different ledgers (the global one, a user's in a
-:class:`~llmbudget.BudgetManager`, ``llmbudget.budget()`` blocks). :func:`plan_reserve`
-reserves on all of them: one atomic multi-scope reserve per store, and when several
-stores are involved, one after the other with the earlier holds released if a later one
-is refused. Operations are *plans* (generators yielding :class:`Io` effects), run by
-:func:`~llmbudget.plans.run_sync` or :func:`~llmbudget.plans.run_async` (see
-:mod:`llmbudget.plans`): the logic is written once for both.
+A call limited by the global budget and others at once (a user's, ``budget()`` blocks)
+is reserved on all of them by :mod:`llmbudget.reservations`.
 """
 
 from __future__ import annotations
 
-import functools
 import sys
 import threading
-import time
 import types
-from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
+from llmbudget.anchors import anchor
 from llmbudget.budgets import Budget, BudgetStatus, scope_key
 from llmbudget.clock import Clock
-from llmbudget.errors import (
-    BudgetExceededError,
-    InvalidAmountError,
-    InvalidInputError,
-    StoreError,
-)
-from llmbudget.ledger import Hold, Ledger
-from llmbudget.money import MoneyLike, cost_to_units, from_units
-from llmbudget.plans import Io, Plan
+from llmbudget.errors import InvalidAmountError, InvalidInputError
+from llmbudget.ledger import Ledger
+from llmbudget.money import MoneyLike, cost_to_units
+from llmbudget.reservations import ScopeGroup
 from llmbudget.stores import Store
 from llmbudget.stores.memory import MemoryStore
 
 __all__ = [
-    "MultiHold",
-    "ScopeGroup",
-    "anchor",
     "configure",
     "current_cost",
     "get_max_budget",
     "global_group",
     "install",
-    "plan_release",
-    "plan_reserve",
-    "plan_settle",
-    "plan_tightest",
     "reset",
     "set_max_budget",
     "status",
 ]
-
-T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------- scope groups
-
-
-@dataclass(frozen=True, slots=True)
-class ScopeGroup:
-    """Budgets kept in one ledger that a call must fit in."""
-
-    ledger: Ledger
-    budgets: tuple[Budget, ...]
-
-    @property
-    def blocking(self) -> bool:
-        return not isinstance(self.ledger.store, MemoryStore)
-
-
-@dataclass(frozen=True, slots=True)
-class MultiHold:
-    """Holds taken for one call, one per store involved."""
-
-    amount: Decimal
-    parts: tuple[tuple[ScopeGroup, Hold], ...]
-
-
-def _merge(groups: Sequence[ScopeGroup]) -> list[ScopeGroup]:
-    # Budgets that share a store go into one reserve: atomic across all of them.
-    merged: dict[int, tuple[Ledger, list[Budget]]] = {}
-    for group in groups:
-        if not group.budgets:
-            continue
-        key = id(group.ledger.store)
-        if key not in merged:
-            merged[key] = (group.ledger, [])
-        target = merged[key][1]
-        for budget in group.budgets:
-            if all(b.scope != budget.scope for b in target):
-                target.append(budget)
-    return [ScopeGroup(ledger, tuple(budgets)) for ledger, budgets in merged.values()]
-
-
-def plan_reserve(groups: Sequence[ScopeGroup], amount: MoneyLike) -> Plan[MultiHold]:
-    """Hold ``amount`` on every budget of every group, or on none of them."""
-    exact = from_units(cost_to_units(amount, what="reserve amount"))
-    taken: list[tuple[ScopeGroup, Hold]] = []
-    try:
-        for group in _merge(groups):
-            hold = yield Io(group.ledger.reserve, (list(group.budgets), exact), group.blocking)
-            taken.append((group, hold))
-    except BaseException:
-        # A later store refused (or failed): give back what the earlier ones granted.
-        for group, hold in taken:
-            yield Io(group.ledger.release, (hold,), group.blocking)
-        raise
-    return MultiHold(exact, tuple(taken))
-
-
-# A settle that fails after a successful call would lose the response and leave the hold
-# to expire unrecorded; settle is idempotent, so it is tried again after these pauses.
-SETTLE_RETRY_DELAYS: tuple[float, ...] = (0.05, 0.2, 0.5)
-
-
-def plan_settle(hold: MultiHold, actual: MoneyLike, model: str | None) -> Plan[Decimal]:
-    """Record ``actual`` on every part of ``hold`` (each store's settle is idempotent).
-
-    A store that fails (:class:`StoreError`) is tried again, up to
-    ``len(SETTLE_RETRY_DELAYS)`` more times with short pauses, before the error is raised."""
-    recorded = Decimal(0)
-    first_error: BaseException | None = None
-    for group, part in hold.parts:
-        settle = functools.partial(group.ledger.settle, model=model)
-        for attempt in range(len(SETTLE_RETRY_DELAYS) + 1):
-            try:
-                recorded = yield Io(settle, (part, actual), group.blocking)
-                break
-            except StoreError as exc:
-                if attempt == len(SETTLE_RETRY_DELAYS):
-                    first_error = first_error or exc  # settle the other stores anyway
-                    break
-                yield Io(time.sleep, (SETTLE_RETRY_DELAYS[attempt],), True)
-            except Exception as exc:  # settle the other stores anyway, then report
-                first_error = first_error or exc
-                break
-    if first_error is not None:
-        raise first_error
-    return recorded
-
-
-def plan_release(hold: MultiHold) -> Plan[None]:
-    """Drop every part of ``hold`` (the call failed)."""
-    first_error: BaseException | None = None
-    for group, part in hold.parts:
-        try:
-            yield Io(group.ledger.release, (part,), group.blocking)
-        except Exception as exc:
-            first_error = first_error or exc
-    if first_error is not None:
-        raise first_error
-
-
-def plan_tightest(groups: Sequence[ScopeGroup]) -> Plan[tuple[Budget, BudgetStatus] | None]:
-    """The limited budget with the least room left now (``None`` when nothing is limited)."""
-    best: tuple[Budget, BudgetStatus] | None = None
-    for group in _merge(groups):
-        for budget in group.budgets:
-            if budget.limit is None:
-                continue
-            current: BudgetStatus = yield Io(group.ledger.status, (budget,), group.blocking)
-            remaining = current.remaining
-            assert remaining is not None
-            if best is None or remaining < cast(Decimal, best[1].remaining):
-                best = (budget, current)
-    return best
-
-
-def exceeded(budget: Budget, current: BudgetStatus, requested: Decimal) -> BudgetExceededError:
-    """The error for a call of ``requested`` dollars that ``budget`` cannot take."""
-    assert budget.limit is not None
-    return BudgetExceededError(
-        scope=budget.scope,
-        limit=budget.limit,
-        spent=current.spent,
-        held=current.held,
-        requested=requested,
-        resets_at=current.resets_at,
-    )
-
-
-# --------------------------------------------------------------------------- anchors
-
-_ANCHOR_DOC = "budget_anchor"
-
-
-def anchor(ledger: Ledger, budget: Budget) -> Budget:
-    """``budget`` with the ``created_at`` its scope already has in ``ledger``'s store.
-
-    Periods of several units (``"30d"``, ``"2w"``, ``"12h"``...) count their windows from
-    the budget's creation, so every process and every run sharing a persistent budget must
-    use the same anchor, or each would count spend in windows of its own (and a restart
-    would start again from $0). The first definer wins: a stored definition keeps its
-    ``created_at``; when there is none, an insert-if-absent document settles races between
-    processes defining it at once. The definition is (re)written, keeping that
-    ``created_at``, when it is new or its limit or period changed."""
-    store = ledger.store
-    existing = store.get_budgets([budget.scope])[0]
-    if existing is not None:
-        created_at = existing.created_at
-    else:
-        store.create_doc(_ANCHOR_DOC, budget.scope, {"created_at": budget.created_at})
-        doc = store.get_doc(_ANCHOR_DOC, budget.scope) or {}
-        try:
-            created_at = float(doc.get("created_at", budget.created_at))
-        except (TypeError, ValueError):
-            created_at = budget.created_at
-    anchored = Budget(budget.scope, budget.limit, budget.period, created_at)
-    stored = None if existing is None else Budget.from_record(existing)
-    if stored is None or (stored.limit, stored.period) != (anchored.limit, anchored.period):
-        ledger.define(anchored)
-    return anchored
-
 
 # --------------------------------------------------------------------------- the global budget
 
@@ -281,13 +98,14 @@ def global_group() -> ScopeGroup:
     """The global budget as a :class:`ScopeGroup` (limit-less when ``max_budget`` is None,
     so spend is still counted)."""
     with _state.lock:
-        return ScopeGroup(_state.ledger, (_state.budget(),))
+        return ScopeGroup(_state.ledger.plans, (_state.budget(),))
 
 
 def status() -> BudgetStatus:
     """The global budget's spend, holds and limit in its current window."""
-    group = global_group()
-    return group.ledger.status(group.budgets[0])
+    with _state.lock:
+        ledger, budget = _state.ledger, _state.budget()
+    return ledger.status(budget)
 
 
 def current_cost() -> Decimal:
@@ -298,8 +116,9 @@ def current_cost() -> Decimal:
 
 def reset() -> None:
     """Zero the global spend of the current window (holds in flight stay)."""
-    group = global_group()
-    group.ledger.reset(group.budgets[0])
+    with _state.lock:
+        ledger, budget = _state.ledger, _state.budget()
+    ledger.reset(budget)
 
 
 def configure(

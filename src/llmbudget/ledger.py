@@ -30,35 +30,35 @@ Decimal('0.1')
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
+from llmbudget import operations as ops
 from llmbudget.budgets import Budget, BudgetStatus
 from llmbudget.clock import Clock, system_clock
 from llmbudget.errors import BudgetExceededError, InvalidInputError
 from llmbudget.money import MoneyLike, cost_to_units, from_units
-from llmbudget.periods import Window
+from llmbudget.periods import Period, Window
 from llmbudget.plans import Plan, run_async, run_sync
 from llmbudget.stores import open_store
 from llmbudget.stores.base import AsyncStore, BudgetRecord, Refusal, SettleResult, Store, Usage
 from llmbudget.stores.base import validate_lines as _validate_lines
 
-__all__ = ["AsyncLedger", "Hold", "HoldHandle", "Ledger"]
+__all__ = ["AsyncLedger", "Hold", "HoldHandle", "Ledger", "LedgerPlans", "LogRecord", "new_hold_id"]
 
-T = TypeVar("T")
-Call = tuple[str, tuple[Any, ...]]
+#: ``(kind, at, data)`` of a log entry appended in the same trip as a settle or release.
+LogRecord = tuple[str, float, Mapping[str, Any]]
 
 DEFAULT_HOLD_TTL = 600.0
 DEFAULT_RETENTION = 86_400.0
 # How many past windows a redefinition looks through for spend to carry (a year of days).
 _CARRY_WINDOWS = 400
+_WINDOW_CACHE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,45 +72,74 @@ class Hold:
     resets_at: tuple[float | None, ...] = field(default=(), compare=False)
 
 
-class _Plans:
-    """Every ledger operation, written once as a plan. Pure: no I/O, no clock reads."""
+class LedgerPlans:
+    """Every ledger operation on one store, written once as a plan. Pure: the plans yield
+    typed store operations (:mod:`llmbudget.operations`) and read only the injected clock.
 
-    def __init__(self, clock: Clock, hold_ttl: float, retention: float, purge_every: float) -> None:
+    :class:`Ledger` runs them synchronously, :class:`AsyncLedger` under asyncio, and a
+    budgeted call composes them (``yield from ledger.plans.reserve(...)``) with its own
+    steps, so a call that spans several stores is still one plan."""
+
+    def __init__(
+        self,
+        store: Store | AsyncStore,
+        clock: Clock,
+        hold_ttl: float,
+        retention: float,
+        purge_every: float,
+    ) -> None:
         if hold_ttl <= 0:
             raise InvalidInputError("hold_ttl must be positive")
+        self.store = store
         self.clock = clock
         self.hold_ttl = hold_ttl
         self.retention = retention
         self.purge_every = purge_every
         self._next_purge = 0.0
+        # Calendar maths in a timezone costs ~25 µs a budget: a window is computed once and
+        # reused while the clock stays inside it (hot paths reserve thousands a second).
+        self._windows: dict[tuple[Period, float], Window] = {}
+
+    def window(self, budget: Budget, now: float) -> Window:
+        """``budget``'s window at ``now`` (cached until the clock leaves it)."""
+        key = (budget.period, budget.created_at)
+        window = self._windows.get(key)
+        if window is None or now < window.start or (window.end is not None and now >= window.end):
+            window = budget.window_at(now)
+            if len(self._windows) >= _WINDOW_CACHE:
+                self._windows.clear()
+            self._windows[key] = window
+        return window
 
     def reserve(
         self,
         budgets: Sequence[Budget],
         amount: MoneyLike,
-        ttl: float | None,
-        hold_id: str | None,
+        ttl: float | None = None,
+        hold_id: str | None = None,
     ) -> Plan[Hold]:
         now = self.clock()
         units = cost_to_units(amount, what="reserve amount")
-        windows = [b.window_at(now) for b in budgets]
+        windows = [self.window(b, now) for b in budgets]
         lines = [b.line(w) for b, w in zip(budgets, windows, strict=True)]
         _validate_lines(lines, units)
-        if now >= self._next_purge:
-            # Opportunistic clean-up, so a library user needs no background job.
-            self._next_purge = now + self.purge_every
-            yield ("purge", (now, self.retention))
         ttl = self.hold_ttl if ttl is None else ttl
         if ttl <= 0:
             raise InvalidInputError("ttl must be positive")
+        if now >= self._next_purge:
+            # Opportunistic clean-up, so a library user needs no background job.
+            self._next_purge = now + self.purge_every
+            yield ops.Purge(self.store, now, self.retention)
         hold = Hold(
-            id=hold_id or uuid.uuid4().hex,
+            id=hold_id or new_hold_id(),
             amount=from_units(units),
             scopes=tuple(b.scope for b in budgets),
             expires_at=now + ttl,
             resets_at=tuple(w.end for w in windows),
         )
-        refusal: Refusal | None = yield ("reserve", (hold.id, lines, units, hold.expires_at, now))
+        refusal: Refusal | None = yield ops.Reserve(
+            self.store, hold.id, lines, units, hold.expires_at, now
+        )
         if refusal is not None:
             budget = budgets[refusal.index]
             assert budget.limit is not None  # only limited lines are refused
@@ -124,29 +153,49 @@ class _Plans:
             )
         return hold
 
-    def settle(self, hold: Hold | str, actual: MoneyLike, model: str | None) -> Plan[Decimal]:
+    def settle(
+        self,
+        hold: Hold | str,
+        actual: MoneyLike,
+        model: str | None = None,
+        log: LogRecord | None = None,
+    ) -> Plan[Decimal]:
+        """Settle; with ``log``, append that entry in the same trip to the store.
+
+        The entry is appended even when the store says the hold was already settled: that
+        is a retry of a settle whose append failed, and skipping it would lose the entry
+        (written at least once; entries carry an ``id`` for readers to deduplicate)."""
         units = cost_to_units(actual, what="actual cost")
-        result: SettleResult = yield ("settle", (_hold_id(hold), units, model, self.clock()))
+        settle = ops.Settle(self.store, _hold_id(hold), units, model, self.clock())
+        if log is None:
+            result: SettleResult = yield settle
+        else:
+            results = yield ops.Batch(self.store, (settle, ops.AppendLog(self.store, *log)))
+            result = results[0]
         return from_units(result.actual)
 
-    def release(self, hold: Hold | str) -> Plan[bool]:
-        released: bool = yield ("release", (_hold_id(hold), self.clock()))
-        return released
+    def release(self, hold: Hold | str, log: LogRecord | None = None) -> Plan[bool]:
+        release = ops.Release(self.store, _hold_id(hold), self.clock())
+        if log is None:
+            released: bool = yield release
+            return released
+        results = yield ops.Batch(self.store, (release, ops.AppendLog(self.store, *log)))
+        return bool(results[0])
 
     def charge(
-        self, budgets: Sequence[Budget], amount: MoneyLike, model: str | None
+        self, budgets: Sequence[Budget], amount: MoneyLike, model: str | None = None
     ) -> Plan[Decimal]:
         now = self.clock()
         units = cost_to_units(amount, what="charge amount")
-        lines = [b.line(b.window_at(now)) for b in budgets]
+        lines = [b.line(self.window(b, now)) for b in budgets]
         _validate_lines(lines, units)
-        yield ("charge", (lines, units, model, now))
+        yield ops.Charge(self.store, lines, units, model, now)
         return from_units(units)
 
     def status(self, budget: Budget) -> Plan[BudgetStatus]:
         now = self.clock()
-        window = budget.window_at(now)
-        usage: Usage = yield ("usage", (budget.scope, window.key, now))
+        window = self.window(budget, now)
+        usage: Usage = yield ops.Usage_(self.store, budget.scope, window.key, now)
         return BudgetStatus(
             scope=budget.scope,
             limit=budget.limit,
@@ -158,21 +207,21 @@ class _Plans:
         )
 
     def reset(self, budget: Budget) -> Plan[None]:
-        yield ("reset", (budget.scope, budget.window_at(self.clock()).key))
+        yield ops.Reset(self.store, budget.scope, self.window(budget, self.clock()).key)
 
     def history(self, budget: Budget, limit: int) -> Plan[list[tuple[datetime, Decimal]]]:
-        rows: list[tuple[int, int]] = yield ("history", (budget.scope, limit))
+        rows: list[tuple[int, int]] = yield ops.History(self.store, budget.scope, limit)
         zone = budget.period.zone
         return [(datetime.fromtimestamp(w, zone), from_units(s)) for w, s in rows]
 
     def purge(self) -> Plan[int]:
-        removed: int = yield ("purge", (self.clock(), self.retention))
+        removed: int = yield ops.Purge(self.store, self.clock(), self.retention)
         return removed
 
     def define(self, budget: Budget) -> Plan[Budget]:
         now = self.clock()
-        found: list[BudgetRecord | None] = yield ("get_budgets", ([budget.scope],))
-        yield ("put_budget", (budget.to_record(now),))
+        found: list[BudgetRecord | None] = yield ops.GetBudgets(self.store, [budget.scope])
+        yield ops.PutBudget(self.store, budget.to_record(now))
         old = None if found[0] is None else Budget.from_record(found[0])
         if old is None or (old.period, old.created_at) == (budget.period, budget.created_at):
             return budget
@@ -181,27 +230,32 @@ class _Plans:
         # old window that overlaps it. Conservative: an old window only partly inside the
         # new one is carried whole, so spend can be over-counted, never lost.
         window = budget.window_at(now)
-        rows: list[tuple[int, int]] = yield ("history", (budget.scope, _CARRY_WINDOWS))
+        rows: list[tuple[int, int]] = yield ops.History(self.store, budget.scope, _CARRY_WINDOWS)
         carry = sum(
             spent
             for key, spent in rows
             if key != window.key and _overlaps(old.window_at(float(key)), window)
         )
         if carry:
-            yield ("charge", ([budget.line(window)], carry, None, now))
+            yield ops.Charge(self.store, [budget.line(window)], carry, None, now)
         return budget
 
     def get(self, scopes: Sequence[str]) -> Plan[list[Budget | None]]:
-        records: list[BudgetRecord | None] = yield ("get_budgets", (list(scopes),))
+        records: list[BudgetRecord | None] = yield ops.GetBudgets(self.store, list(scopes))
         return [None if r is None else Budget.from_record(r) for r in records]
 
     def budgets(self, prefix: str) -> Plan[list[Budget]]:
-        records: list[BudgetRecord] = yield ("list_budgets", (prefix,))
+        records: list[BudgetRecord] = yield ops.ListBudgets(self.store, prefix)
         return [Budget.from_record(r) for r in records]
 
     def delete(self, scope: str) -> Plan[bool]:
-        deleted: bool = yield ("delete_budget", (scope,))
+        deleted: bool = yield ops.DeleteBudget(self.store, scope)
         return deleted
+
+
+def new_hold_id() -> str:
+    """A fresh hold id: 128 random bits, hex (the one scheme every door uses)."""
+    return os.urandom(16).hex()
 
 
 def _overlaps(a: Window, b: Window) -> bool:
@@ -210,27 +264,6 @@ def _overlaps(a: Window, b: Window) -> bool:
 
 def _hold_id(hold: Hold | str) -> str:
     return hold if isinstance(hold, str) else hold.id
-
-
-def _store_call(store: Store) -> Callable[[Call], Any]:
-    def call(effect: Call) -> Any:
-        name, args = effect
-        return getattr(store, name)(*args)
-
-    return call
-
-
-def _async_store_call(store: AsyncStore | Store) -> Callable[[Call], Awaitable[Any]]:
-    async def call(effect: Call) -> Any:
-        name, args = effect
-        method: Callable[..., Any] = getattr(store, name)
-        if isinstance(store, Store):
-            # A synchronous store (SQLite) may wait on a file lock: keep the loop free.
-            return await asyncio.to_thread(method, *args)
-        result = method(*args)
-        return await result if inspect.isawaitable(result) else result
-
-    return call
 
 
 class Ledger:
@@ -247,12 +280,11 @@ class Ledger:
         purge_every: float = 60.0,
     ) -> None:
         self.store = store if isinstance(store, Store) else open_store(store)
-        self._call = _store_call(self.store)
-        self._plans = _Plans(clock, hold_ttl, retention, purge_every)
+        self.plans = LedgerPlans(self.store, clock, hold_ttl, retention, purge_every)
 
     @property
     def clock(self) -> Clock:
-        return self._plans.clock
+        return self.plans.clock
 
     def reserve(
         self,
@@ -263,46 +295,46 @@ class Ledger:
         hold_id: str | None = None,
     ) -> Hold:
         """Hold ``amount`` on every budget at once, or raise :class:`BudgetExceededError`."""
-        return run_sync(self._plans.reserve(budgets, amount, ttl, hold_id), self._call)
+        return run_sync(self.plans.reserve(budgets, amount, ttl, hold_id))
 
     def settle(self, hold: Hold | str, actual: MoneyLike, *, model: str | None = None) -> Decimal:
         """Record the real cost of a held call (idempotent); returns what was recorded."""
-        return run_sync(self._plans.settle(hold, actual, model), self._call)
+        return run_sync(self.plans.settle(hold, actual, model))
 
     def release(self, hold: Hold | str) -> bool:
         """Drop a hold without spend (the call failed); ``False`` if it had already ended."""
-        return run_sync(self._plans.release(hold), self._call)
+        return run_sync(self.plans.release(hold))
 
     def charge(
         self, budgets: Sequence[Budget], amount: MoneyLike, *, model: str | None = None
     ) -> Decimal:
         """Record a cost that already happened, limit or not (the seed's ``update_cost``)."""
-        return run_sync(self._plans.charge(budgets, amount, model), self._call)
+        return run_sync(self.plans.charge(budgets, amount, model))
 
     def status(self, budget: Budget) -> BudgetStatus:
-        return run_sync(self._plans.status(budget), self._call)
+        return run_sync(self.plans.status(budget))
 
     def reset(self, budget: Budget) -> None:
         """Zero the spend of the budget's current window."""
-        run_sync(self._plans.reset(budget), self._call)
+        run_sync(self.plans.reset(budget))
 
     def history(self, budget: Budget, limit: int = 100) -> list[tuple[datetime, Decimal]]:
-        return run_sync(self._plans.history(budget, limit), self._call)
+        return run_sync(self.plans.history(budget, limit))
 
     def purge(self) -> int:
-        return run_sync(self._plans.purge(), self._call)
+        return run_sync(self.plans.purge())
 
     def define(self, budget: Budget) -> Budget:
-        return run_sync(self._plans.define(budget), self._call)
+        return run_sync(self.plans.define(budget))
 
     def get(self, scopes: Sequence[str]) -> list[Budget | None]:
-        return run_sync(self._plans.get(scopes), self._call)
+        return run_sync(self.plans.get(scopes))
 
     def budgets(self, prefix: str = "") -> list[Budget]:
-        return run_sync(self._plans.budgets(prefix), self._call)
+        return run_sync(self.plans.budgets(prefix))
 
     def delete(self, scope: str) -> bool:
-        return run_sync(self._plans.delete(scope), self._call)
+        return run_sync(self.plans.delete(scope))
 
     def hold(
         self, budgets: Sequence[Budget], amount: MoneyLike, *, ttl: float | None = None
@@ -361,8 +393,11 @@ class AsyncLedger:
         purge_every: float = 60.0,
     ) -> None:
         self.store = store
-        self._call = _async_store_call(store)
-        self._plans = _Plans(clock, hold_ttl, retention, purge_every)
+        self.plans = LedgerPlans(store, clock, hold_ttl, retention, purge_every)
+
+    @property
+    def clock(self) -> Clock:
+        return self.plans.clock
 
     async def reserve(
         self,
@@ -372,41 +407,41 @@ class AsyncLedger:
         ttl: float | None = None,
         hold_id: str | None = None,
     ) -> Hold:
-        return await run_async(self._plans.reserve(budgets, amount, ttl, hold_id), self._call)
+        return await run_async(self.plans.reserve(budgets, amount, ttl, hold_id))
 
     async def settle(
         self, hold: Hold | str, actual: MoneyLike, *, model: str | None = None
     ) -> Decimal:
-        return await run_async(self._plans.settle(hold, actual, model), self._call)
+        return await run_async(self.plans.settle(hold, actual, model))
 
     async def release(self, hold: Hold | str) -> bool:
-        return await run_async(self._plans.release(hold), self._call)
+        return await run_async(self.plans.release(hold))
 
     async def charge(
         self, budgets: Sequence[Budget], amount: MoneyLike, *, model: str | None = None
     ) -> Decimal:
-        return await run_async(self._plans.charge(budgets, amount, model), self._call)
+        return await run_async(self.plans.charge(budgets, amount, model))
 
     async def status(self, budget: Budget) -> BudgetStatus:
-        return await run_async(self._plans.status(budget), self._call)
+        return await run_async(self.plans.status(budget))
 
     async def reset(self, budget: Budget) -> None:
-        await run_async(self._plans.reset(budget), self._call)
+        await run_async(self.plans.reset(budget))
 
     async def history(self, budget: Budget, limit: int = 100) -> list[tuple[datetime, Decimal]]:
-        return await run_async(self._plans.history(budget, limit), self._call)
+        return await run_async(self.plans.history(budget, limit))
 
     async def purge(self) -> int:
-        return await run_async(self._plans.purge(), self._call)
+        return await run_async(self.plans.purge())
 
     async def define(self, budget: Budget) -> Budget:
-        return await run_async(self._plans.define(budget), self._call)
+        return await run_async(self.plans.define(budget))
 
     async def get(self, scopes: Sequence[str]) -> list[Budget | None]:
-        return await run_async(self._plans.get(scopes), self._call)
+        return await run_async(self.plans.get(scopes))
 
     async def budgets(self, prefix: str = "") -> list[Budget]:
-        return await run_async(self._plans.budgets(prefix), self._call)
+        return await run_async(self.plans.budgets(prefix))
 
     async def delete(self, scope: str) -> bool:
-        return await run_async(self._plans.delete(scope), self._call)
+        return await run_async(self.plans.delete(scope))

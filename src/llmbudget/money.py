@@ -30,6 +30,7 @@ __all__ = [
     "UNITS_PER_DOLLAR",
     "MoneyLike",
     "cost_to_units",
+    "format_money",
     "from_units",
     "to_money",
     "to_units",
@@ -138,3 +139,12 @@ def _checked(units: int, what: str) -> int:
     if units > _MAX_UNITS:
         raise InvalidAmountError(f"{what} is larger than llmbudget can store (~$9.2 billion)")
     return units
+
+
+def format_money(value: Decimal | int) -> str:
+    """Dollars as a plain decimal string, never in exponent notation.
+
+    >>> format_money(Decimal("6E-8")), format_money(Decimal("1E+2"))
+    ('0.00000006', '100')
+    """
+    return format(Decimal(value), "f")

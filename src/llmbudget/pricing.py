@@ -53,13 +53,14 @@ from llmbudget.errors import (
     PricingError,
     UnknownModelError,
 )
+from llmbudget.fields import first as _first
+from llmbudget.fields import get as _get
 from llmbudget.money import to_money
 
 if TYPE_CHECKING:
     from genai_prices import types as gp
 
 __all__ = [
-    "DEFAULT_MAX_OUTPUT_TOKENS",
     "Cost",
     "ModelPrice",
     "PriceBook",
@@ -75,10 +76,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Completion budget of :func:`worst_case_cost` when neither ``max_tokens`` nor the model's
-#: max output nor its context window is known.
-DEFAULT_MAX_OUTPUT_TOKENS = 128_000
 
 _PER = 1_000_000
 # Token counts times prices never need more than ~40 significant digits; 100 keeps every
@@ -337,22 +334,6 @@ def _jsonable(value: object) -> object:
 
 
 # --------------------------------------------------------------------------- usage shapes
-
-
-def _get(obj: object, key: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
-        return obj.get(key)
-    return getattr(obj, key, None)
-
-
-def _first(obj: object, *keys: str) -> Any:
-    for key in keys:
-        value = _get(obj, key)
-        if value is not None:
-            return value
-    return None
 
 
 def _count(value: object, what: str) -> int:
@@ -1331,16 +1312,17 @@ def worst_case_cost(
     prices: PriceBook | None = None,
     tools: Sequence[Any] | None = None,
 ) -> Decimal:
-    """Most a call can cost: the prompt plus a completion of the largest possible size.
-
-    The completion budget is ``max_tokens`` when given, else the model's max output
-    tokens, else its whole context window (no completion can exceed it), else
-    :data:`DEFAULT_MAX_OUTPUT_TOKENS`. Reasoning tokens are billed as output and count
-    against the same limit. Pass ``max_tokens`` for tight reservations.
+    """Most a chat call can cost: its prompt plus the largest completion it may be sent
+    with — ``max_tokens`` when given, else the output cap every door of llmbudget sends
+    (the model's max output where known, else
+    :data:`~llmbudget.metering.DEFAULT_OUTPUT_CAP`, within the context window). Reasoning
+    and audio output are counted at their rate where it is dearer. See
+    :mod:`llmbudget.metering.policy`.
 
     >>> worst_case_cost("gpt-4o", [{"role": "user", "content": "hello world"}], max_tokens=100)
     Decimal('0.0010225')
     """
+    from llmbudget.metering import BillableCall, default_cap, worst_case
     from llmbudget.tokens import count_message_tokens
 
     if max_tokens is not None and (
@@ -1349,13 +1331,6 @@ def worst_case_cost(
         raise InvalidInputError(f"max_tokens must be a non-negative int, got {max_tokens!r}")
     book = prices if prices is not None else PriceBook.default()
     price = book.lookup(model)
-    prompt = count_message_tokens(messages, model, tools=tools)
-    if max_tokens is not None:
-        completion = max_tokens
-    elif price.max_output_tokens:
-        completion = price.max_output_tokens
-    elif price.context_window:
-        completion = price.context_window
-    else:
-        completion = DEFAULT_MAX_OUTPUT_TOKENS
-    return price.cost(TokenUsage(input_tokens=prompt, output_tokens=completion))
+    call = BillableCall("chat", model, count_message_tokens(messages, model, tools=tools))
+    cap = max_tokens if max_tokens is not None else default_cap(price, call)
+    return worst_case(price, call, cap)

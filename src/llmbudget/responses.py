@@ -1,5 +1,5 @@
 """Response shapes: OpenAI chat-completion objects built from mocks and from Anthropic
-messages, and the tracking of streams until their usage is known. Pure: no I/O.
+messages and stream events, and the mock transport behind ``mock_response``. Pure: no I/O.
 
 :func:`llmbudget.completion` always returns the OpenAI SDK's ``ChatCompletion`` (or, for
 ``stream=True``, ``ChatCompletionChunk`` objects); when the ``openai`` package is not
@@ -17,21 +17,27 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from llmbudget.errors import InvalidInputError
+from llmbudget.fields import as_dict as _as_dict
+from llmbudget.fields import get as _get
+from llmbudget.metering.billing import not_sent
 
 __all__ = [
+    "AnthropicChunks",
     "AttrDict",
-    "StreamTracker",
+    "MockFailureError",
     "anthropic_request",
     "anthropic_to_openai",
     "anthropic_usage_to_openai",
     "build_chunk",
     "build_completion",
+    "mock_anthropic_message",
     "mock_chunks",
     "mock_completion",
+    "mock_transport_handler",
     "truncate_to_tokens",
 ]
 
@@ -68,27 +74,6 @@ def _wrap(value: Any) -> Any:
     if isinstance(value, list):
         return [_wrap(v) for v in value]
     return value
-
-
-def _get(obj: object, key: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
-        return obj.get(key)
-    return getattr(obj, key, None)
-
-
-def _as_dict(obj: object) -> dict[str, Any]:
-    if obj is None:
-        return {}
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    dump = getattr(obj, "model_dump", None)
-    if callable(dump):
-        dumped = dump()
-        if isinstance(dumped, Mapping):
-            return dict(dumped)
-    return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
 
 
 def _build(kind: str, data: Mapping[str, Any]) -> Any:
@@ -443,121 +428,49 @@ def anthropic_to_openai(message: object, model: str | None = None) -> dict[str, 
 # --------------------------------------------------------------------------- streams
 
 
-class StreamTracker:
-    """Watches a stream's events until its usage is known.
+class AnthropicChunks:
+    """Anthropic stream events (SDK objects or dicts) as OpenAI chat-chunk shapes.
 
-    Understands OpenAI chat chunks, OpenAI Responses events and Anthropic message events
-    (SDK objects or dicts). :meth:`observe` records usage and generated text;
-    :meth:`to_chunks` also turns an Anthropic event into OpenAI chunk shapes. When a
-    stream ends without usage, :attr:`text` is what was generated, for counting.
+    The usage chunk (at ``message_stop``) is produced only when ``usage_chunk`` is true,
+    as an OpenAI stream carries it only when asked for.
+
+    >>> t = AnthropicChunks("claude", usage_chunk=False)
+    >>> t.chunks({"type": "content_block_delta", "index": 0,
+    ...           "delta": {"type": "text_delta", "text": "Hi"}})[0]["choices"][0]["delta"]
+    {'content': 'Hi'}
     """
 
-    def __init__(self, model: str = "") -> None:
+    def __init__(self, model: str, usage_chunk: bool) -> None:
         self.model = model
-        self.usage: Any = None
-        self.parts: list[str] = []
-        self.finish_reason: str | None = None
+        self.usage_chunk = usage_chunk
         self.id: str | None = None
-        self._anthropic: dict[str, Any] | None = None
-        self._tool_index: dict[int, int] = {}
         self.created = int(time.time())
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] = {}
+        self._tool_index: dict[int, int] = {}
 
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-    def observe(self, event: object) -> None:
-        """Record what ``event`` says about usage and output."""
-        kind = _get(event, "type")
-        if isinstance(kind, str) and (
-            kind.startswith(("message_", "content_block_")) or kind == "ping"
-        ):
-            self._observe_anthropic(kind, event)
-        elif isinstance(kind, str) and kind.startswith("response."):
-            self._observe_responses(kind, event)
-        else:
-            self._observe_chunk(event)
-
-    def _observe_chunk(self, chunk: object) -> None:
-        usage = _get(chunk, "usage")
-        if usage is not None:
-            self.usage = usage
-        for choice in _get(chunk, "choices") or ():
-            delta = _get(choice, "delta")
-            for key in ("content", "reasoning_content", "reasoning", "refusal"):
-                value = _get(delta, key)
-                if isinstance(value, str):
-                    self.parts.append(value)
-            for call in _get(delta, "tool_calls") or ():
-                function = _get(call, "function")
-                for key in ("name", "arguments"):
-                    value = _get(function, key)
-                    if isinstance(value, str):
-                        self.parts.append(value)
-            reason = _get(choice, "finish_reason")
-            if reason:
-                self.finish_reason = reason
-
-    def _observe_responses(self, kind: str, event: object) -> None:
-        if kind in ("response.completed", "response.incomplete", "response.failed"):
-            usage = _get(_get(event, "response"), "usage")
-            if usage is not None:
-                self.usage = usage
-            self.finish_reason = kind.rsplit(".", 1)[1]
-        elif kind.endswith(".delta"):
-            delta = _get(event, "delta")
-            if isinstance(delta, str):
-                self.parts.append(delta)
-
-    def _observe_anthropic(self, kind: str, event: object) -> None:
-        if kind == "message_start":
-            message = _get(event, "message")
-            self.id = _get(message, "id")
-            self.model = _get(message, "model") or self.model
-            start = {k: v for k, v in _as_dict(_get(message, "usage")).items() if v is not None}
-            for key in ("cache_read_input_tokens", "cache_creation_input_tokens"):
-                start.setdefault(key, 0)  # marks the block as Anthropic's for pricing
-            self._anthropic = start
-        elif kind == "message_delta":
-            # message_delta's counts are cumulative and final: they replace message_start's.
-            delta_usage = _as_dict(_get(event, "usage"))
-            merged = dict(self._anthropic or {})
-            merged.update({k: v for k, v in delta_usage.items() if v is not None})
-            for key in ("cache_read_input_tokens", "cache_creation_input_tokens"):
-                merged.setdefault(key, 0)
-            self._anthropic = merged
-            reason = _get(_get(event, "delta"), "stop_reason")
-            if reason:
-                self.finish_reason = _STOP_REASONS.get(str(reason), "stop")
-        elif kind == "content_block_delta":
-            delta = _get(event, "delta")
-            for key in ("text", "partial_json", "thinking"):
-                value = _get(delta, key)
-                if isinstance(value, str):
-                    self.parts.append(value)
-        elif kind == "content_block_start":
-            block = _get(event, "content_block")
-            if _get(block, "type") == "tool_use":
-                self.parts.append(str(_get(block, "name") or ""))
-        if kind == "message_delta":
-            # Only now are the output tokens final; message_start's count is a placeholder.
-            self.usage = dict(self._anthropic or {})
-
-    def to_chunks(self, event: object) -> list[dict[str, Any]]:
-        """OpenAI chunk shapes for an Anthropic stream event (after :meth:`observe`)."""
-        kind = _get(event, "type")
-        base = {
+    def _base(self) -> dict[str, Any]:
+        return {
             "id": self.id or "chatcmpl-llmbudget",
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
         }
 
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**self._base(), "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
+    def chunks(self, event: object) -> list[dict[str, Any]]:
+        """The OpenAI chunks for one Anthropic event (none for most bookkeeping events)."""
+        kind = _get(event, "type")
         if kind == "message_start":
-            return [chunk({"role": "assistant", "content": ""})]
+            message = _get(event, "message")
+            self.id = _get(message, "id") or self.id
+            self.model = _get(message, "model") or self.model
+            self.usage.update(
+                {k: v for k, v in _as_dict(_get(message, "usage")).items() if v is not None}
+            )
+            return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             block = _get(event, "content_block")
             if _get(block, "type") == "tool_use":
@@ -569,22 +482,157 @@ class StreamTracker:
                     "type": "function",
                     "function": {"name": _get(block, "name"), "arguments": ""},
                 }
-                return [chunk({"tool_calls": [call]})]
+                return [self._chunk({"tool_calls": [call]})]
             return []
         if kind == "content_block_delta":
             delta = _get(event, "delta")
             dtype = _get(delta, "type")
             if dtype == "text_delta":
-                return [chunk({"content": _get(delta, "text")})]
+                return [self._chunk({"content": _get(delta, "text")})]
             if dtype == "thinking_delta":
-                return [chunk({"reasoning_content": _get(delta, "thinking")})]
+                return [self._chunk({"reasoning_content": _get(delta, "thinking")})]
             if dtype == "input_json_delta":
                 index = self._tool_index.get(int(_get(event, "index") or 0), 0)
                 call = {"index": index, "function": {"arguments": _get(delta, "partial_json")}}
-                return [chunk({"tool_calls": [call]})]
+                return [self._chunk({"tool_calls": [call]})]
             return []
         if kind == "message_delta":
-            return [chunk({}, self.finish_reason or "stop")]
-        if kind == "message_stop" and self.usage is not None:
-            return [{**base, "choices": [], "usage": anthropic_usage_to_openai(self.usage)}]
+            self.usage.update(
+                {k: v for k, v in _as_dict(_get(event, "usage")).items() if v is not None}
+            )
+            reason = _get(_get(event, "delta"), "stop_reason")
+            self.finish_reason = _STOP_REASONS.get(str(reason), "stop")
+            return [self._chunk({}, self.finish_reason)]
+        if kind == "message_stop" and self.usage_chunk and self.usage:
+            return [{**self._base(), "choices": [], "usage": anthropic_usage_to_openai(self.usage)}]
         return []
+
+
+# --------------------------------------------------------------------------- mock transport
+
+
+class MockFailureError(Exception):
+    """Raised by the mock transport for ``mock_response=<an exception>``: raised before
+    anything could be billed (its hold is released); ``completion()`` re-raises the
+    exception that was given."""
+
+    def __init__(self) -> None:
+        super().__init__("mocked failure")
+        not_sent(self)
+
+
+def _sse(events: list[tuple[str | None, Any]]) -> bytes:
+    out = []
+    for name, data in events:
+        head = f"event: {name}\n" if name else ""
+        payload = data if isinstance(data, str) else json.dumps(data)
+        out.append(f"{head}data: {payload}\n\n")
+    return "".join(out).encode("utf-8")
+
+
+def mock_anthropic_message(
+    model: str, content: str, *, input_tokens: int, output_tokens: int, stop_reason: str
+) -> dict[str, Any]:
+    """The JSON shape of an Anthropic ``Message`` answering ``content``."""
+    return {
+        "id": f"msg_llmbudget_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": content}],
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+    }
+
+
+def _anthropic_events(message: dict[str, Any]) -> list[tuple[str | None, Any]]:
+    text = message["content"][0]["text"]
+    usage = message["usage"]
+    start = {**message, "content": [], "stop_reason": None,
+             "usage": {"input_tokens": usage["input_tokens"], "output_tokens": 1}}  # fmt: skip
+    events: list[tuple[str | None, Any]] = [
+        ("message_start", {"type": "message_start", "message": start}),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+    ]
+    for piece in re.findall(r"\s*\S+|\s+$", text):
+        delta = {"type": "text_delta", "text": piece}
+        events.append(
+            ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        )
+    events += [
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return events
+
+
+def mock_transport_handler(kind: str, httpx: Any) -> Callable[[Any], Any]:
+    """A handler for ``httpx.MockTransport`` answering as the provider would: the text of
+    the request's ``x-mock-response`` header, cut to the output cap the request carries,
+    with usage counted offline (for the ``x-mock-pricing-model`` model) — or, with
+    ``x-mock-error``, a :class:`MockFailureError`."""
+
+    def handle(request: Any) -> Any:
+        if request.headers.get("x-mock-error"):
+            raise MockFailureError()
+        from llmbudget.tokens import count_message_tokens
+
+        body = json.loads(request.content or b"{}")
+        text = json.loads(request.headers.get("x-mock-response", '""'))
+        model = str(body.get("model", ""))
+        counter = request.headers.get("x-mock-pricing-model") or model
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        reply, output, cut = truncate_to_tokens(text, counter, limit)
+        stream = bool(body.get("stream"))
+        if kind == "anthropic":
+            prompt = list(body.get("messages") or [])
+            if body.get("system"):
+                prompt.insert(0, {"role": "system", "content": body["system"]})
+            message = mock_anthropic_message(
+                model,
+                reply,
+                input_tokens=count_message_tokens(prompt, counter, tools=body.get("tools")),
+                output_tokens=output,
+                stop_reason="max_tokens" if cut else "end_turn",
+            )
+            if stream:
+                return httpx.Response(
+                    200, content=_sse(_anthropic_events(message)), headers=_SSE_HEADERS
+                )
+            return httpx.Response(200, json=message)
+        shape: dict[str, Any] = {
+            "prompt_tokens": count_message_tokens(
+                body.get("messages") or [], counter, tools=body.get("tools")
+            ),
+            "completion_tokens": output,
+            "finish_reason": "length" if cut else "stop",
+        }
+        if stream:
+            chunks = mock_chunks(model, reply, **shape)
+            if not (body.get("stream_options") or {}).get("include_usage"):
+                chunks = chunks[:-1]
+            events: list[tuple[str | None, Any]] = [(None, c) for c in chunks]
+            events.append((None, "[DONE]"))
+            return httpx.Response(200, content=_sse(events), headers=_SSE_HEADERS)
+        return httpx.Response(200, json=mock_completion(model, reply, **shape))
+
+    return handle
+
+
+_SSE_HEADERS = {"content-type": "text/event-stream"}

@@ -455,12 +455,6 @@ class _Tally:
         return self.tokenizer.scale(self.text, self.text_bytes) + self.media
 
 
-def _get(obj: object, key: str) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(key)
-    return getattr(obj, key, None)
-
-
 def _items(obj: object) -> Iterable[tuple[str, Any]]:
     if isinstance(obj, Mapping):
         return obj.items()

@@ -64,6 +64,10 @@ class FakeLLMServer:
         self.delay = 0.0
         self.stream_usage = True  # False: streams never carry usage (to test estimation)
         self.break_stream_after: int | None = None  # drop the connection after N events
+        # Stop after N events until `resume` is set (or 10 s pass): a stream still going
+        # when the client walks away, whatever the machine's speed.
+        self.pause_stream_after: int | None = None
+        self.resume = threading.Event()
         self.model_override: str | None = None
         self.requests: list[RecordedRequest] = []
         self._failures: list[tuple[int, Any]] = []
@@ -196,6 +200,8 @@ class _Handler(BaseHTTPRequestHandler):
                     and sent >= self.fake.break_stream_after
                 ):
                     return  # the connection drops mid-stream
+                if sent == self.fake.pause_stream_after:
+                    self.fake.resume.wait(10)
                 text = data if isinstance(data, str) else json.dumps(data)
                 frame = (f"event: {event}\n" if event else "") + f"data: {text}\n\n"
                 self.wfile.write(frame.encode())

@@ -31,7 +31,8 @@ from llmbudget.budgets import scope_key
 from llmbudget.errors import InvalidInputError, LLMBudgetError, StoreError, StoreUnavailableError
 from llmbudget.gateway.errors import GatewayError, error_response
 from llmbudget.gateway.keys import VirtualKey
-from llmbudget.gateway.proxy import Gateway, bearer_secret, loads
+from llmbudget.gateway.proxy import Gateway, bearer_secret
+from llmbudget.gateway.relay import loads
 from llmbudget.gateway.spendlog import query_spend_logs
 
 __all__ = ["guarded", "install_admin_routes"]
@@ -125,7 +126,7 @@ async def _key_view(gateway: Gateway, key: VirtualKey) -> dict[str, Any]:
         ),
     ]
     for budget in budgets:
-        status = await gateway.io.status(budget)
+        status = await gateway.ledger.status(budget)
         spend[budget.scope] = status.to_dict()
     view["spend"] = spend
     return view
@@ -190,7 +191,7 @@ def install_admin_routes(app: FastAPI, gateway: Gateway, prefix: str = "") -> No
         if limit < 1:
             raise GatewayError(400, "invalid_request", "limit must be at least 1", param="limit")
         rows = await query_spend_logs(
-            gateway.io,
+            gateway.ledger.store,
             since=_time(q.get("since"), 0.0, "since"),
             until=_time(q.get("until"), math.inf, "until"),
             limit=limit,

@@ -60,10 +60,10 @@ import yaml
 
 from llmbudget.budgets import Budget, scope_key
 from llmbudget.errors import InvalidInputError, LLMBudgetError
+from llmbudget.metering.policy import DEFAULT_OUTPUT_CAP as SAFE_OUTPUT_CAP
 from llmbudget.money import from_units, to_money, to_units
 from llmbudget.periods import Period
 from llmbudget.pricing import ModelPrice, PriceBook
-from llmbudget.sdk_budget import SAFE_OUTPUT_CAP
 
 #: Output cap reserved for and forwarded when the client sends no ``max_tokens`` and
 #: neither the deployment (``max_output_tokens``) nor the price data knows the model's max

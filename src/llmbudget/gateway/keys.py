@@ -17,9 +17,8 @@ drops it from this process's cache at once; *other replicas* see a revocation wi
 ``key_cache_ttl`` seconds. Expiry is checked against the clock on every request.
 
 >>> import asyncio
->>> from llmbudget.gateway.storeio import StoreIO
 >>> from llmbudget.stores.memory import MemoryStore
->>> keys = KeyManager(StoreIO(MemoryStore()))
+>>> keys = KeyManager(MemoryStore())
 >>> key, secret = asyncio.run(keys.create({"user": "alice", "budget": 5, "period": "daily"}))
 >>> secret.startswith("sk-llmb-"), asyncio.run(keys.authenticate(secret)).user
 (True, 'alice')
@@ -37,11 +36,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from llmbudget import operations as ops
 from llmbudget.clock import Clock, system_clock
 from llmbudget.errors import InvalidInputError
 from llmbudget.gateway.config import BudgetSpec, parse_model_budgets, parse_models
 from llmbudget.gateway.errors import GatewayError
-from llmbudget.gateway.storeio import StoreIO
+from llmbudget.stores.base import AsyncStore, Store
 
 __all__ = ["KEY_DOC_KIND", "SECRET_PREFIX", "KeyManager", "VirtualKey", "hash_secret", "key_id"]
 
@@ -171,14 +171,14 @@ class KeyManager:
 
     def __init__(
         self,
-        io: StoreIO,
+        store: Store | AsyncStore,
         *,
         clock: Clock = system_clock,
         ttl: float = 10.0,
         static: tuple[Mapping[str, Any], ...] = (),
         master_key: str | None = None,
     ) -> None:
-        self.io = io
+        self.store = store
         self.clock = clock
         self.ttl = ttl
         self._cache: dict[str, tuple[float, VirtualKey | None]] = {}
@@ -224,7 +224,7 @@ class KeyManager:
         if key is None and master_hash is not None and hmac.compare_digest(digest, master_hash):
             key = self._master
         if key is None:
-            doc = await self.io.call("get_doc", KEY_DOC_KIND, key_id(digest))
+            doc = await ops.GetDoc(self.store, KEY_DOC_KIND, key_id(digest)).arun()
             if doc is not None and hmac.compare_digest(str(doc.get("secret_hash", "")), digest):
                 key = VirtualKey.from_doc(doc)
         if self.ttl > 0:
@@ -254,7 +254,7 @@ class KeyManager:
                 fields,
                 now,
             )
-            if await self.io.call("create_doc", KEY_DOC_KIND, key.id, key.to_doc()):
+            if await ops.CreateDoc(self.store, KEY_DOC_KIND, key.id, key.to_doc()).arun():
                 # A cached miss for this digest is impossible (fresh secret), but be exact.
                 self._cache.pop(digest, None)
                 return key, secret
@@ -264,13 +264,13 @@ class KeyManager:
         static = self._static_ids.get(id_)
         if static is not None:
             return static
-        doc = await self.io.call("get_doc", KEY_DOC_KIND, id_)
+        doc = await ops.GetDoc(self.store, KEY_DOC_KIND, id_).arun()
         return None if doc is None else VirtualKey.from_doc(doc)
 
     async def list(
         self, *, user: str | None = None, team: str | None = None, include_revoked: bool = True
     ) -> list[VirtualKey]:
-        docs = await self.io.call("list_docs", KEY_DOC_KIND, "")
+        docs = await ops.ListDocs(self.store, KEY_DOC_KIND).arun()
         keys = [*self._static.values(), *(VirtualKey.from_doc(doc) for _, doc in docs)]
         return [
             k
@@ -286,7 +286,7 @@ class KeyManager:
         key = await self._editable(id_)
         now = self.clock()
         updated = _apply(replace(key, updated_at=now), fields, now)
-        await self.io.call("put_doc", KEY_DOC_KIND, updated.id, updated.to_doc())
+        await ops.PutDoc(self.store, KEY_DOC_KIND, updated.id, updated.to_doc()).arun()
         self.invalidate(updated)
         return updated
 
@@ -297,7 +297,7 @@ class KeyManager:
             return key
         now = self.clock()
         revoked = replace(key, revoked=True, revoked_at=now, updated_at=now)
-        await self.io.call("put_doc", KEY_DOC_KIND, revoked.id, revoked.to_doc())
+        await ops.PutDoc(self.store, KEY_DOC_KIND, revoked.id, revoked.to_doc()).arun()
         self.invalidate(revoked)
         return revoked
 

@@ -3,66 +3,48 @@
 One request, start to end::
 
     key      = authenticate(Bearer secret)                    401 on failure
-    payload  = parse + validate JSON                          400; nothing reserved or stored
+    call     = metering.describe(api, JSON body)              400; nothing reserved or stored
     model    = must be served (404) and allowed for the key (403)
     for each (model, deployment) in router.plan(model):       deployments, then fallbacks
-        hold = reserve(all scopes, worst case)                one atomic reserve; 429 if refused
-        send upstream (stream_options.include_usage on)       no connection / 429 / 5xx:
+        meter.plan_open(): one atomic reserve over every      429 if refused (a lowered
+            scope of the request, worst case                  cap is tried first)
+        send upstream the body metering.forward made          no connection / 429 / 5xx:
                                                               release, next; answer lost
                                                               after sending (timeout, broken
-                                                              body, cancelled): settle the
-                                                              full hold, log it, next
-        pass the response (or SSE chunks) through as received
-        settle(hold, real cost) + spend-log entry             one store round trip, after the
-                                                              response (streams: at their end)
+                                                              body, cancelled): charge the
+                                                              whole hold, log it, next
+        pass the response (or SSE events) through as received
+        settle the real cost + spend-log entry                one trip to the store, after
+                                                              the response (streams: at end)
 
-Worst case = the prompt's tokens (always counted: tiktoken, ~10 µs for a short prompt)
-plus ``n x max_tokens`` at the deployment's prices, taking the dearest output rate
-(reasoning/audio) when they differ. ``max_tokens`` and ``max_completion_tokens`` are one
-cap: both may be sent only if equal (else 400), and only the reserved cap is forwarded,
-under the deployment's ``max_tokens_param``.
-
-``max_tokens`` rule, when the client sends none: the gateway reserves for the deployment's
-max output (config, else price data, else 4096; at most the context window minus the
-prompt) and *forwards that number* so the upstream can never produce more than was
-reserved. If that reserve is refused by a key/user/team/org/global/model budget
-and ``cap_max_tokens`` is on (default), the gateway lowers the forwarded ``max_tokens`` to
-what the refusing budget can still pay after the prompt, and tries again; if that is fewer
-than ``min_completion_tokens`` (default 16) the request is refused with 429. An explicit
-``max_tokens`` from the client is never lowered: it is reserved as asked, or refused.
-
-Streams: chunks are passed on as the upstream sends them. The usage chunk the gateway asked
-for is stripped unless the client asked for it too. The cost comes from that usage; if the
-upstream sends none, or the client disconnects first, from counting the streamed text
-(prompt tokens counted here + completion tokens counted from the deltas received).
+Every rule about money — the worst case, the output cap forwarded, what a response
+without usage costs, when a failure was billed — is the metering core's
+(:mod:`llmbudget.metering`); the gateway only routes, relays and logs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-import anyio
 import httpx
-import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
 
+from llmbudget import operations as ops
 from llmbudget.budgets import Budget
 from llmbudget.clock import Clock, system_clock
 from llmbudget.errors import (
     BudgetExceededError,
     InvalidInputError,
+    InvalidRequestError,
     LLMBudgetError,
     PricingError,
     StoreError,
@@ -71,9 +53,9 @@ from llmbudget.gateway.budgets import ScopePlanner, describe_scope
 from llmbudget.gateway.config import Deployment, GatewayConfig
 from llmbudget.gateway.errors import GatewayError, budget_error
 from llmbudget.gateway.keys import KeyManager, VirtualKey
+from llmbudget.gateway.relay import SettlingResponse, StreamEnd, StreamRelay, dumps, loads
 from llmbudget.gateway.router import Router
 from llmbudget.gateway.spendlog import SPEND_LOG_KIND
-from llmbudget.gateway.storeio import StoreIO
 from llmbudget.gateway.upstream import (
     FastClient,
     HttpxClient,
@@ -82,34 +64,40 @@ from llmbudget.gateway.upstream import (
     UpstreamResponse,
     UpstreamTimeoutError,
 )
-from llmbudget.ledger import Hold
-from llmbudget.money import cost_to_units
-from llmbudget.pricing import ModelPrice, TokenUsage, normalize_usage
+from llmbudget.ledger import AsyncLedger, LogRecord
+from llmbudget.metering import (
+    Api,
+    BillableCall,
+    BodyWatcher,
+    Meter,
+    describe,
+    forward,
+    needs_usage_request,
+    not_sent,
+)
+from llmbudget.money import format_money
+from llmbudget.plans import Plan, run_async
+from llmbudget.reservations import ScopeGroup
+from llmbudget.retrying import retry_after
 from llmbudget.stores.base import AsyncStore, Store
-from llmbudget.tokens import count_message_tokens, count_tokens
+from llmbudget.tokens import count_tokens
 
-__all__ = ["Gateway"]
+__all__ = ["Gateway", "bearer_secret"]
 
 log = logging.getLogger("llmbudget.gateway")
 
-_MAX_N = 128
-_SETTLE_ATTEMPTS = 5
 _HOP_HEADERS = ("x-request-id", "openai-processing-ms", "openai-organization")
-
-
-def loads(data: bytes) -> Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass  # e.g. integers beyond 64 bits, which orjson refuses: let the stdlib decide
-    return json.loads(data)
-
-
-def dumps(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except TypeError:  # e.g. integers beyond 64 bits
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+# How each ending of an attempt is logged: its status and the HTTP status it stands for.
+_HTTP_STATUS = {
+    "ok": 200,
+    "client_disconnected": 200,
+    "upstream_error": 200,
+    "upstream_timeout": 504,
+    "upstream_failed": 502,
+    "cancelled": 499,
+}
+# Endings whose entry is the request's own; the others are one failed attempt of it.
+_REQUEST_ENDINGS = ("ok", "client_disconnected", "upstream_error")
 
 
 def _request_id() -> str:
@@ -125,125 +113,39 @@ def bearer_secret(request: Request) -> str | None:
     return request.headers.get("api-key") or request.headers.get("x-api-key")
 
 
-# --------------------------------------------------------------------------- costing
+class _InlineStore:
+    """A synchronous store called on the event loop itself (``store_calls: inline``):
+    not a :class:`Store` to the runners, so its calls are not sent to a thread."""
 
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
-def worst_case(price: ModelPrice, prompt: int, output: int) -> Decimal:
-    """Most a call with ``prompt`` input and up to ``output`` generated tokens can cost."""
-    cost = price.cost(TokenUsage(input_tokens=prompt, output_tokens=output))
-    if output:
-        # Reasoning or audio output may be dearer than text: reserve the dearest way.
-        base = price.rate("output_per_mtok", prompt) or Decimal(0)
-        reasoning = price.rate("output_reasoning_per_mtok", prompt)
-        audio = price.rate("output_audio_per_mtok", prompt)
-        if reasoning is not None and reasoning > base:
-            cost = max(
-                cost,
-                price.cost(
-                    TokenUsage(input_tokens=prompt, output_tokens=output, reasoning_tokens=output)
-                ),
-            )
-        if audio is not None and audio > base:
-            cost = max(
-                cost,
-                price.cost(
-                    TokenUsage(
-                        input_tokens=prompt, output_tokens=output, output_audio_tokens=output
-                    )
-                ),
-            )
-    return cost
-
-
-def affordable_output(price: ModelPrice, prompt: int, remaining: Decimal, n: int) -> int:
-    """Largest per-choice ``max_tokens`` whose worst case fits in ``remaining`` (0 if none)."""
-    if worst_case(price, prompt, 0) > remaining:
-        return 0
-    rates = [
-        price.rate(name, prompt)
-        for name in ("output_per_mtok", "output_reasoning_per_mtok", "output_audio_per_mtok")
-    ]
-    rate = max((r for r in rates if r is not None), default=Decimal(0))
-    if rate <= 0:
-        return 0  # output is free: capping cannot make the request fit
-    left = remaining - worst_case(price, prompt, 0)
-    tokens = int(left * 1_000_000 / rate) // n
-    # The linear estimate ignores rounding; step down until the exact cost fits.
-    while tokens > 0 and worst_case(price, prompt, tokens * n) > remaining:
-        tokens -= 1
-    return tokens
-
-
-def _usage_cost(price: ModelPrice, usage: object) -> tuple[Decimal, int, int] | None:
-    try:
-        normalized = normalize_usage(usage)
-        return price.cost(normalized), normalized.input_tokens, normalized.output_tokens
-    except (PricingError, InvalidInputError, TypeError, ValueError):
-        return None
-
-
-def _message_text(choices: object) -> str:
-    """Generated text of a non-streamed response (content, refusals, tool calls)."""
-    parts: list[str] = []
-    if isinstance(choices, list):
-        for choice in choices:
-            message = choice.get("message") if isinstance(choice, Mapping) else None
-            if isinstance(message, Mapping):
-                _collect_text(message, parts)
-    return "".join(parts)
-
-
-def _collect_text(delta: Mapping[str, Any], parts: list[str]) -> None:
-    for name in ("content", "reasoning_content", "reasoning", "refusal"):
-        value = delta.get(name)
-        if isinstance(value, str):
-            parts.append(value)
-    calls = delta.get("tool_calls")
-    if isinstance(calls, list):
-        for call in calls:
-            fn = call.get("function") if isinstance(call, Mapping) else None
-            if isinstance(fn, Mapping):
-                for name in ("name", "arguments"):
-                    value = fn.get(name)
-                    if isinstance(value, str):
-                        parts.append(value)
-
-
-# --------------------------------------------------------------------------- request state
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 @dataclass(slots=True)
 class Call:
     """One proxied request as it goes through the gateway."""
 
+    api: Api
     endpoint: str
     key: VirtualKey
     model: str
     payload: dict[str, Any]
-    stream: bool
-    end_user: str | None
+    billable: BillableCall
     started: float
     id: str = field(default_factory=_request_id)
-    max_tokens: int | None = None
-    n: int = 1
-    wants_usage: bool = False
     attempts: int = 0
-    prompt_cache: dict[str, int] = field(default_factory=dict)
+    by_tokenizer: dict[str, BillableCall] = field(default_factory=dict)
 
+    @property
+    def stream(self) -> bool:
+        return self.billable.stream
 
-@dataclass(slots=True)
-class Attempt:
-    """A reserved try on one deployment."""
-
-    call: Call
-    model: str
-    deployment: Deployment
-    hold: Hold
-    prompt_tokens: int
-    output_tokens: int
-    number: int = 1  # 1 for the first deployment tried, 2 for the next ...
-    #: The hold's fate is decided (released, settled, or handed to a response that settles it).
-    ended: bool = False
+    @property
+    def end_user(self) -> str | None:
+        return self.billable.end_user
 
 
 class _RetryError(Exception):
@@ -251,9 +153,6 @@ class _RetryError(Exception):
 
     def __init__(self, response: Response) -> None:
         self.response = response
-
-
-# --------------------------------------------------------------------------- the gateway
 
 
 class Gateway:
@@ -275,16 +174,15 @@ class Gateway:
     ) -> None:
         self.config = config
         self.clock = clock
-        self.io = StoreIO(
-            store,
-            clock=clock,
-            hold_ttl=config.hold_ttl,
-            inline=True if config.store_calls == "inline" else None,
-        )
+        self.store = store
+        working: Store | AsyncStore = store
+        if config.store_calls == "inline" and isinstance(store, Store):
+            working = cast(AsyncStore, _InlineStore(store))
+        self.ledger = AsyncLedger(working, clock=clock, hold_ttl=config.hold_ttl)
         self.owns_store = owns_store
         self.master_key = master_key if master_key is not None else config.master_key
         self.keys = KeyManager(
-            self.io,
+            working,
             clock=clock,
             ttl=config.key_cache_ttl,
             static=config.keys,
@@ -314,7 +212,8 @@ class Gateway:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.upstream.aclose()
-        await self.io.aclose(close_store=self.owns_store)
+        if self.owns_store:
+            await ops.Close(self.store).arun()
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -327,75 +226,14 @@ class Gateway:
         return JSONResponse({"object": "list", "data": data})
 
     async def chat_completions(self, request: Request) -> Response:
-        call = await self._start(request, "chat.completions")
-        payload = call.payload
-        messages = payload.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise GatewayError(
-                400, "invalid_request", "messages must be a non-empty list", param="messages"
-            )
-        if not all(isinstance(m, Mapping) for m in messages):
-            raise GatewayError(
-                400, "invalid_request", "each message must be an object", param="messages"
-            )
-        stream = payload.get("stream", False)
-        if not isinstance(stream, bool):
-            raise GatewayError(400, "invalid_request", "stream must be a boolean", param="stream")
-        call.stream = stream
-        n = payload.get("n", 1)
-        if n is None:
-            n = 1
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= _MAX_N:
-            raise GatewayError(
-                400, "invalid_request", f"n must be an integer in 1..{_MAX_N}", param="n"
-            )
-        call.n = n
-        caps: dict[str, int] = {}
-        for name in ("max_completion_tokens", "max_tokens"):
-            value = payload.get(name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise GatewayError(
-                    400, "invalid_request", f"{name} must be a positive integer", param=name
-                )
-            caps[name] = value
-        if len(set(caps.values())) > 1:
-            # Only one cap is forwarded (the one reserved for); two different ones leave it
-            # unclear which the client meant, and an upstream reading the other could
-            # generate past the hold. Refuse rather than guess.
-            raise GatewayError(
-                400,
-                "invalid_request",
-                "max_tokens and max_completion_tokens differ "
-                f"({caps['max_tokens']} and {caps['max_completion_tokens']}): send one of "
-                "them, or the same number in both",
-                param="max_tokens",
-            )
-        call.max_tokens = next(iter(caps.values()), None)
-        options = payload.get("stream_options")
-        if options is not None and not isinstance(options, Mapping):
-            raise GatewayError(
-                400, "invalid_request", "stream_options must be an object", param="stream_options"
-            )
-        call.wants_usage = bool(stream and options and options.get("include_usage"))
-        return await self._run(call)
+        return await self._run(await self._start(request, "chat", "chat.completions"))
 
     async def embeddings(self, request: Request) -> Response:
-        call = await self._start(request, "embeddings")
-        value = call.payload.get("input")
-        if not _valid_embedding_input(value):
-            raise GatewayError(
-                400,
-                "invalid_request",
-                "input must be a non-empty string, list of strings, or list of token arrays",
-                param="input",
-            )
-        return await self._run(call)
+        return await self._run(await self._start(request, "embeddings", "embeddings"))
 
     # -- request pipeline --------------------------------------------------------------------
 
-    async def _start(self, request: Request, endpoint: str) -> Call:
+    async def _start(self, request: Request, api: Api, endpoint: str) -> Call:
         started = time.perf_counter()
         key = await self.keys.authenticate(bearer_secret(request))
         body = await request.body()
@@ -403,16 +241,13 @@ class Gateway:
             raise GatewayError(413, "request_too_large", "request body is too large")
         try:
             payload = loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise GatewayError(400, "invalid_json", "the request body is not valid JSON") from None
         if not isinstance(payload, dict):
             raise GatewayError(400, "invalid_request", "the request body must be a JSON object")
         model = payload.get("model")
         if not isinstance(model, str) or not model:
             raise GatewayError(400, "invalid_request", "model is required", param="model")
-        end_user = payload.get("user")
-        if end_user is not None and not isinstance(end_user, str):
-            raise GatewayError(400, "invalid_request", "user must be a string", param="user")
         if not self.router.has_model(model):
             raise GatewayError(
                 404, "model_not_found", f"the model {model!r} does not exist", param="model"
@@ -421,75 +256,28 @@ class Gateway:
             raise GatewayError(
                 403, "model_not_allowed", f"this key may not use the model {model!r}", param="model"
             )
-        return Call(endpoint, key, model, payload, False, end_user or None, started)
+        tokenizer = self.router.first_upstream_model(model)
+        billable = self._describe(api, payload, tokenizer)
+        call = Call(api, endpoint, key, model, payload, billable, started)
+        call.by_tokenizer[tokenizer] = billable
+        return call
 
-    def _prompt_tokens(self, call: Call, dep: Deployment) -> int:
+    @staticmethod
+    def _describe(api: Api, payload: Mapping[str, Any], tokenizer: str) -> BillableCall:
+        try:
+            return describe(api, payload, tokenizer)
+        except InvalidRequestError as exc:
+            raise GatewayError(400, "invalid_request", str(exc), param=exc.param) from None
+        except (InvalidInputError, TypeError, AttributeError, RecursionError) as exc:
+            raise GatewayError(400, "invalid_request", f"cannot read the request: {exc}") from None
+
+    def _billable(self, call: Call, dep: Deployment) -> BillableCall:
+        """The call as ``dep`` bills it: its prompt counted with that model's tokenizer."""
         tokenizer = dep.upstream_model
-        cached = call.prompt_cache.get(tokenizer)
-        if cached is not None:
-            return cached
-        payload = call.payload
-        try:
-            if call.endpoint == "embeddings":
-                tokens = _embedding_tokens(payload["input"], tokenizer)
-            else:
-                tools = payload.get("tools") or payload.get("functions")
-                tokens = count_message_tokens(payload["messages"], tokenizer, tools=tools)
-                for extra in ("response_format", "tool_choice", "function_call", "prediction"):
-                    # Not in the chat template's count, but sent to the model: over-count.
-                    if payload.get(extra) is not None:
-                        tokens += count_tokens(dumps(payload[extra]).decode("utf-8"), tokenizer)
-        except (InvalidInputError, TypeError, AttributeError) as exc:
-            raise GatewayError(400, "invalid_request", f"cannot read the prompt: {exc}") from None
-        call.prompt_cache[tokenizer] = tokens
-        return tokens
-
-    async def _reserve(
-        self, call: Call, dep: Deployment, budgets: Sequence[Budget]
-    ) -> tuple[Hold, int, int]:
-        """Reserve the worst case; returns the hold, prompt tokens and per-choice output cap."""
-        prompt = self._prompt_tokens(call, dep)
-        if call.endpoint == "embeddings":
-            amount = self._amount(call, dep, prompt, 0)
-            return await self.io.reserve(budgets, amount), prompt, 0
-        if call.max_tokens is not None:
-            output = call.max_tokens
-        else:
-            # The deployment's max output (config, else price data, else 4096), and never
-            # more than the context window leaves after the prompt.
-            output = dep.max_output_tokens
-            window = dep.price.context_window
-            if window:
-                output = max(1, min(output, window - prompt))
-        for _ in range(len(budgets) + 1):
-            try:
-                hold = await self.io.reserve(budgets, self._amount(call, dep, prompt, output))
-                return hold, prompt, output
-            except BudgetExceededError as exc:
-                if call.max_tokens is not None or not self.config.cap_max_tokens:
-                    raise
-                if exc.scope == dep.scope:
-                    raise  # an exhausted deployment is skipped, not squeezed
-                fits = affordable_output(dep.price, prompt, exc.remaining, call.n)
-                if fits < self.config.min_completion_tokens or fits >= output:
-                    raise
-                output = fits
-        raise AssertionError("unreachable: each pass lowers output or raises")
-
-    def _amount(self, call: Call, dep: Deployment, prompt: int, output: int) -> Decimal:
-        """The worst case to reserve; 400 if it is beyond what a budget can hold."""
-        try:
-            amount = worst_case(dep.price, prompt, output * call.n)
-            cost_to_units(amount, what="reserve amount")
-        except (InvalidInputError, PricingError, ArithmeticError) as exc:
-            param = "max_tokens" if call.max_tokens is not None else None
-            raise GatewayError(
-                400,
-                "invalid_request",
-                f"this request's worst-case cost cannot be reserved: {exc}",
-                param=param,
-            ) from None
-        return amount
+        found = call.by_tokenizer.get(tokenizer)
+        if found is None:
+            found = call.by_tokenizer[tokenizer] = self._describe(call.api, call.payload, tokenizer)
+        return found
 
     async def _run(self, call: Call) -> Response:
         key = call.key
@@ -504,7 +292,7 @@ class Gateway:
                     break
                 budgets = self.planner.budgets(key, call.end_user, model, dep)
                 try:
-                    hold, prompt, output = await self._reserve(call, dep, budgets)
+                    meter = await self._open(call, model, dep, budgets)
                 except BudgetExceededError as exc:
                     if exc.scope == dep.scope:
                         refusal = refusal or exc
@@ -514,17 +302,9 @@ class Gateway:
                         break  # a per-model cap: a fallback model may still fit
                     await self._log_refusal(call, model, exc)
                     raise self._budget_error(exc) from None
-                except (PricingError, LLMBudgetError) as exc:
-                    if isinstance(exc, StoreError):
-                        raise
-                    raise GatewayError(
-                        500, "pricing_error", f"cannot price {model}: {exc}"
-                    ) from None
                 tries += 1
-                call.attempts += 1
-                attempt = Attempt(call, model, dep, hold, prompt, output, call.attempts)
                 try:
-                    return await self._send(attempt)
+                    return await self._send(call, dep, meter)
                 except _RetryError as retry:
                     failure = retry.response
         if refusal is not None:
@@ -541,118 +321,109 @@ class Gateway:
             headers=headers,
         )
 
+    async def _open(
+        self, call: Call, model: str, dep: Deployment, budgets: Sequence[Budget]
+    ) -> Meter:
+        """Reserve one attempt on ``dep``: the meter, with its cap decided."""
+        call.attempts += 1
+        squeeze: Callable[[str], bool] = (
+            (lambda scope: scope != dep.scope)  # an exhausted deployment is skipped instead
+            if self.config.cap_max_tokens
+            else (lambda scope: False)
+        )
+        meter = Meter(
+            self._billable(call, dep),
+            dep.price,
+            [ScopeGroup(self.ledger.plans, tuple(budgets))],
+            label=call.model,
+            configured_cap=dep.max_output_tokens,
+            min_output_tokens=self.config.min_completion_tokens,
+            squeeze=squeeze,
+            ttl=self.config.hold_ttl,
+            entry=functools.partial(self._entry, call, model, dep, call.attempts),
+        )
+        try:
+            await run_async(meter.plan_open())
+        except BudgetExceededError:
+            raise
+        except StoreError:
+            raise
+        except InvalidInputError as exc:
+            raise GatewayError(
+                400,
+                "invalid_request",
+                f"this request's worst-case cost cannot be reserved: {exc}",
+                param="max_tokens" if call.billable.requested_cap is not None else None,
+            ) from None
+        except (PricingError, LLMBudgetError) as exc:
+            raise GatewayError(500, "pricing_error", f"cannot price {model}: {exc}") from None
+        return meter
+
     def _budget_error(self, exc: BudgetExceededError) -> GatewayError:
         return budget_error(exc, self.clock(), label=describe_scope(exc.scope))
 
     # -- upstream ------------------------------------------------------------------------------
 
-    def _upstream_body(self, attempt: Attempt) -> bytes:
-        call, dep = attempt.call, attempt.deployment
+    def _upstream_body(self, call: Call, dep: Deployment, meter: Meter) -> bytes:
         body = dict(call.payload)
         body["model"] = dep.upstream_model
-        if call.endpoint == "chat.completions":
-            # Forward exactly the cap that was reserved for, under the deployment's name for
-            # it, and nothing else: an upstream reading the other field could otherwise
-            # generate past the hold.
-            body.pop("max_tokens", None)
-            body.pop("max_completion_tokens", None)
-            body[dep.max_tokens_param] = attempt.output_tokens
-            if call.stream:
-                options = dict(body.get("stream_options") or {})
-                options["include_usage"] = True
-                body["stream_options"] = options
-        return dumps(body)
+        cap_field = dep.max_tokens_param if call.api == "chat" else None
+        return dumps(
+            forward(body, call.api, cap=meter.cap, cap_field=cap_field, stream=call.stream)
+        )
 
-    async def _send(self, attempt: Attempt) -> Response:
-        """Forward the attempt; its hold is released, settled, or handed to the response.
+    async def _send(self, call: Call, dep: Deployment, meter: Meter) -> Response:
+        """Forward the attempt; its hold is released, charged, or handed to the response.
 
-        The hold is released only when the request never reached the upstream (no
-        connection). Once it may have been sent, the provider may have done and billed the
-        work, so a lost answer (timeout, broken body, the handler cancelled while waiting)
-        settles the *full* hold and logs it, before any other deployment is tried.
+        The hold is released only when nothing can have been billed (the upstream answered
+        an error, or the request never reached it). Once it may have been sent, a lost
+        answer (timeout, broken body, the handler cancelled while waiting) charges the
+        whole hold and logs it, before any other deployment is tried.
         """
-        call, dep = attempt.call, attempt.deployment
-        url = dep.chat_url if call.endpoint == "chat.completions" else dep.embeddings_url
+        url = dep.chat_url if call.api == "chat" else dep.embeddings_url
         self.router.started(dep)
         streaming = False
         try:
             try:
                 upstream = await self.upstream.post(
-                    url, self._upstream_body(attempt), self._headers[dep.id], dep.timeout
+                    url, self._upstream_body(call, dep, meter), self._headers[dep.id], dep.timeout
                 )
             except UpstreamError as exc:
-                raise await self._lost(attempt, exc) from None
+                raise await self._lost(dep, meter, exc) from None
             if upstream.status_code >= 400:
-                return await self._upstream_error(attempt, upstream)
+                return await self._upstream_error(dep, meter, upstream)
             self.router.succeeded(dep)
             if call.stream:
                 streaming = True
-                attempt.ended = True  # the stream settles when it ends
-                return _StreamResponse(self, attempt, upstream)
-            return await self._complete(attempt, upstream)
+                return self._relay(call, dep, meter, upstream)
+            return await self._complete(call, dep, meter, upstream)
         except asyncio.CancelledError:
             # The handler was cancelled (client gone, shutdown) with the call in flight: the
-            # upstream may still do and bill the work, so record the whole hold as spent.
-            if not attempt.ended:
-                attempt.ended = True
-                await self._settle_in_full(attempt, "cancelled", 499)
+            # upstream may still do and bill the work, so the whole hold is charged.
+            if not meter.done:
+                await self._detached(meter.plan_close(None, status="cancelled"))
             raise
         finally:
             if not streaming:
                 self.router.finished(dep)
 
-    async def _lost(self, attempt: Attempt, exc: UpstreamError) -> _RetryError:
+    async def _lost(self, dep: Deployment, meter: Meter, exc: UpstreamError) -> _RetryError:
         """End the hold of a call whose upstream answer was lost; the error to retry with."""
-        dep = attempt.deployment
         timed_out = isinstance(exc, UpstreamTimeoutError)
         self.router.failed(dep, None)
-        if exc.sent:
-            attempt.ended = True
-            status = "upstream_timeout" if timed_out else "upstream_failed"
-            await self._settle_in_full(attempt, status, 504 if timed_out else 502)
-        else:
-            await self._release(attempt)
+        if not exc.sent:
+            not_sent(exc)
+        status = "upstream_timeout" if timed_out else "upstream_failed"
+        await self._detached(meter.plan_fail(exc, status=status))
         if timed_out:
             error = GatewayError(504, "upstream_timeout", f"deployment {dep.id} timed out: {exc}")
         else:
             error = GatewayError(502, "upstream_unreachable", f"deployment {dep.id} failed: {exc}")
         return _RetryError(error.response())
 
-    async def _failed(
-        self, attempt: Attempt, status: int | None, retry_after: float | None = None
-    ) -> None:
-        self.router.failed(attempt.deployment, status, retry_after)
-        await self._release(attempt)
-
-    async def _release(self, attempt: Attempt) -> None:
-        """End a hold without spend: only for a call the upstream answered with an error,
-        or one that never reached it."""
-        attempt.ended = True
-        try:
-            await self.io.release(attempt.hold)
-        except StoreError:
-            # The hold expires by itself after hold_ttl; nothing was spent.
-            log.exception("could not release hold %s", attempt.hold.id)
-
-    async def _settle_in_full(self, attempt: Attempt, status: str, http_status: int) -> None:
-        """Record the whole hold as spent (the provider may have billed up to it) and log it."""
-        hold = attempt.hold
-        entry = self._entry(
-            attempt,
-            hold.amount,
-            attempt.prompt_tokens,
-            attempt.output_tokens * attempt.call.n,
-            status,
-            http_status,
-            "reserved",
-        )
-        # A retried request logs one entry per recorded attempt; the spend log dedupes by
-        # id, so each gets its own (the request's id, plus the attempt's number).
-        entry["id"] = f"{attempt.call.id}.{attempt.number}"
-        entry["request_id"] = attempt.call.id
-        await self._settle_detached(hold, hold.amount, attempt.call.model, entry)
-
-    async def _upstream_error(self, attempt: Attempt, upstream: UpstreamResponse) -> Response:
+    async def _upstream_error(
+        self, dep: Deployment, meter: Meter, upstream: UpstreamResponse
+    ) -> Response:
         try:
             content = await upstream.aread()
         except UpstreamError:
@@ -662,41 +433,34 @@ class Gateway:
         status = upstream.status_code
         headers = {"content-type": upstream.headers.get("content-type", "application/json")}
         response = Response(content, status_code=status, headers=headers)
+        # An HTTP error answer is not billed: the hold is released either way.
+        await self._release(meter)
         if status in self.config.router.retry_statuses:
-            await self._failed(attempt, status, _retry_after(upstream.headers.get("retry-after")))
+            self.router.failed(dep, status, retry_after(upstream.headers))
             raise _RetryError(response)
         # The client's request was bad (400, 401 upstream, 404 ...): another deployment would
         # say the same, so pass the upstream's answer through.
-        await self._release(attempt)
         return response
 
-    async def _complete(self, attempt: Attempt, upstream: UpstreamResponse) -> Response:
-        call, dep = attempt.call, attempt.deployment
+    async def _complete(
+        self, call: Call, dep: Deployment, meter: Meter, upstream: UpstreamResponse
+    ) -> Response:
         try:
             content = await upstream.aread()
         except UpstreamError as exc:
             # The upstream accepted the call (2xx) and then broke: it may have billed it.
             exc.sent = True
-            raise await self._lost(attempt, exc) from None
+            raise await self._lost(dep, meter, exc) from None
         finally:
             await upstream.aclose()
-        doc: Any = None
-        with contextlib.suppress(ValueError):
-            doc = loads(content)
-        usage = doc.get("usage") if isinstance(doc, dict) else None
-        priced = _usage_cost(dep.price, usage) if usage else None
-        source = "upstream"
-        if priced is None:
-            # No usage from upstream: our prompt count plus the generated text, counted.
-            text = _message_text(doc.get("choices")) if isinstance(doc, dict) else ""
-            completion = count_tokens(text, dep.upstream_model) if text else 0
-            cost = worst_case(dep.price, attempt.prompt_tokens, completion)
-            priced = (cost, attempt.prompt_tokens, completion)
-            source = "counted"
-        cost, prompt_tokens, completion_tokens = priced
-        entry = self._entry(attempt, cost, prompt_tokens, completion_tokens, "ok", 200, source)
+        watcher = BodyWatcher(sse=False)
+        watcher.feed(content)
+        watcher.close()
+        tracker = watcher.tracker
+        charged = meter.assess(tracker.usage, text=tracker.text, finished=tracker.finished)
+        cost = charged.cost if charged is not None else Decimal(0)
         headers = {
-            "x-llmbudget-cost": str(cost),
+            "x-llmbudget-cost": format_money(cost),
             "x-llmbudget-deployment": dep.id,
             "x-llmbudget-request-id": call.id,
         }
@@ -704,76 +468,107 @@ class Gateway:
             value = upstream.headers.get(name)
             if value is not None:
                 headers[name] = value
-        attempt.ended = True  # the response settles once it is sent (or fails to be)
-        return _SettlingResponse(
+        return SettlingResponse(
             content,
             status_code=upstream.status_code,
             headers=headers,
-            settle=functools.partial(self._settle, attempt.hold, cost, call.model, entry),
+            settle=functools.partial(self._settle, meter.plan_record()),
         )
+
+    def _relay(
+        self, call: Call, dep: Deployment, meter: Meter, upstream: UpstreamResponse
+    ) -> Response:
+        billable = meter.call
+        watcher = BodyWatcher(
+            sse=True,
+            hide_usage_chunk=needs_usage_request(call.api, True) and not billable.wants_usage,
+        )
+
+        async def finish(end: StreamEnd, watcher: BodyWatcher) -> None:
+            self.router.finished(dep)
+            if end.failed:
+                self.router.failed(dep, None)
+            tracker = watcher.tracker
+            if end.disconnected:
+                status = "client_disconnected"
+            elif end.failed or not end.completed or tracker.error:
+                status = "upstream_error"
+            else:
+                status = "ok"
+            meter.assess(tracker.usage, text=tracker.text, finished=tracker.finished, status=status)
+            await self._settle(meter.plan_record())
+
+        headers = [
+            (b"x-llmbudget-deployment", dep.id.encode("latin-1", "replace")),
+            (b"x-llmbudget-request-id", call.id.encode("ascii")),
+        ]
+        return StreamRelay(upstream, watcher, headers, finish)
 
     # -- settling ------------------------------------------------------------------------------
 
+    async def _release(self, meter: Meter) -> None:
+        try:
+            await run_async(meter.plan_release("upstream_error"))
+        except StoreError:
+            # The hold expires by itself after hold_ttl; nothing was spent.
+            log.exception("could not release a hold of %s", meter.label)
+
+    async def _settle(self, plan: Plan[Any]) -> None:
+        """Record a charge (the plan retries a failing store before giving up)."""
+        try:
+            await run_async(plan)
+        except StoreError:
+            log.exception("could not record a gateway charge; giving up")
+
+    async def _detached(self, plan: Plan[Any]) -> None:
+        """Run ``plan`` in a task of its own and wait for it, so that cancelling the request's
+        task cannot stop the settle (:meth:`aclose` waits for such tasks)."""
+        task = asyncio.get_running_loop().create_task(self._settle(plan))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        # If this wait is cancelled, the settle still runs to its end in its own task.
+        await asyncio.shield(task)
+
     def _entry(
-        self,
-        attempt: Attempt,
-        cost: Decimal,
-        prompt_tokens: int,
-        completion_tokens: int,
-        status: str,
-        http_status: int,
-        usage_source: str,
-    ) -> dict[str, Any]:
-        call, dep = attempt.call, attempt.deployment
+        self, call: Call, model: str, dep: Deployment, number: int, meter: Meter, status: str
+    ) -> LogRecord:
+        """The spend-log entry recorded with an attempt's charge."""
         owners = self.planner.owners(call.key)
-        return {
+        charged = meter.charged
+        tokens = meter.tokens
+        billable = meter.call
+        if tokens is not None:
+            prompt, completion = tokens.input_tokens, tokens.output_tokens
+        else:  # charged the reservation: what it was for
+            prompt, completion = billable.prompt_tokens, (meter.cap or 0) * billable.n
+        entry: dict[str, Any] = {
             "id": call.id,
             "key": call.key.id,
             "user": owners.user,
             "team": owners.team,
             "org": owners.org,
             "end_user": call.end_user,
-            "model": attempt.model,
+            "model": model,
             "requested_model": call.model,
             "deployment": dep.id,
             "upstream_model": dep.upstream_model,
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "cost": str(cost),
-            "reserved": str(attempt.hold.amount),
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "cost": format_money(charged.cost if charged else Decimal(0)),
+            "reserved": format_money(meter.reserved),
             "latency_ms": round((time.perf_counter() - call.started) * 1000, 3),
             "status": status,
-            "http_status": http_status,
+            "http_status": _HTTP_STATUS.get(status, 200),
             "stream": call.stream,
             "endpoint": call.endpoint,
-            "usage_source": usage_source,
+            "usage_source": charged.source if charged else "reserved",
         }
-
-    async def _settle(
-        self, hold: Hold, cost: Decimal, model: str, entry: Mapping[str, Any]
-    ) -> None:
-        """Settle and log; retried, because an unsettled hold would expire unrecorded."""
-        record = (SPEND_LOG_KIND, self.clock(), entry)
-        for attempt in range(_SETTLE_ATTEMPTS):
-            try:
-                await self.io.settle(hold, cost, model, record)
-                return
-            except StoreError:
-                if attempt == _SETTLE_ATTEMPTS - 1:
-                    log.exception("could not settle hold %s ($%s); giving up", hold.id, cost)
-                    return
-                await asyncio.sleep(0.05 * 2**attempt)
-
-    async def _settle_detached(
-        self, hold: Hold, cost: Decimal, model: str, entry: Mapping[str, Any]
-    ) -> None:
-        """Settle in a task of its own and wait for it, so that cancelling the request's task
-        cannot stop the settle (:meth:`aclose` waits for such tasks)."""
-        task = asyncio.get_running_loop().create_task(self._settle(hold, cost, model, entry))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        # If this wait is cancelled, the settle still runs to its end in its own task.
-        await asyncio.shield(task)
+        if status not in _REQUEST_ENDINGS:
+            # A failed attempt of a retried request: one entry per recorded attempt (the
+            # log dedupes by id), each under the request's id plus the attempt's number.
+            entry["id"] = f"{call.id}.{number}"
+            entry["request_id"] = call.id
+        return (SPEND_LOG_KIND, self.clock(), entry)
 
     async def _log_refusal(self, call: Call, model: str, exc: BudgetExceededError) -> None:
         if not self.config.log_refusals:
@@ -801,256 +596,6 @@ class Gateway:
             "refused_scope": exc.scope,
         }
         try:
-            await self.io.append_log(SPEND_LOG_KIND, self.clock(), entry)
+            await ops.AppendLog(self.ledger.store, SPEND_LOG_KIND, self.clock(), entry).arun()
         except StoreError:
             log.exception("could not log a refusal")
-
-
-# --------------------------------------------------------------------------- streaming
-
-
-class _SettlingResponse(Response):
-    """A complete JSON response whose hold is settled once it is sent — or when sending it
-    fails or is cancelled: shielded, so the spend is never left to expire unrecorded."""
-
-    media_type = "application/json"
-
-    def __init__(
-        self,
-        content: bytes,
-        *,
-        status_code: int,
-        headers: Mapping[str, str],
-        settle: Callable[[], Awaitable[None]],
-    ) -> None:
-        super().__init__(content, status_code=status_code, headers=headers)
-        self._settle = settle
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._settle()
-
-
-class _StreamState:
-    __slots__ = ("buffer", "error", "parts", "usage")
-
-    def __init__(self) -> None:
-        self.buffer = b""
-        self.parts: list[str] = []
-        self.usage: Any = None
-        self.error = False
-
-
-class _StreamResponse(Response):
-    """Server-sent events passed through chunk by chunk, settled when the stream ends.
-
-    A hand-written ASGI response rather than ``StreamingResponse`` so that the end of the
-    stream — finished, upstream failure, or client gone — always reaches :meth:`_finish`
-    within the request, shielded from cancellation.
-    """
-
-    media_type = "text/event-stream"
-
-    def __init__(self, gateway: Gateway, attempt: Attempt, upstream: UpstreamResponse) -> None:
-        super().__init__(content=None, status_code=200)
-        self.gateway = gateway
-        self.attempt = attempt
-        self.upstream = upstream
-        self.state = _StreamState()
-        self.raw_headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            (b"x-llmbudget-deployment", attempt.deployment.id.encode("latin-1", "replace")),
-            (b"x-llmbudget-request-id", attempt.call.id.encode("ascii")),
-        ]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        disconnected = False
-        completed = False
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async with anyio.create_task_group() as group:
-
-                async def watch() -> None:
-                    nonlocal disconnected
-                    while True:
-                        message = await receive()
-                        if message["type"] == "http.disconnect":
-                            disconnected = True
-                            group.cancel_scope.cancel()
-                            return
-
-                group.start_soon(watch)
-                try:
-                    completed = await self._pump(send)
-                except OSError:
-                    disconnected = True  # the client went away while we wrote to it
-                group.cancel_scope.cancel()
-            if not disconnected:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:
-            disconnected = True
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._finish(completed, disconnected)
-
-    async def _pump(self, send: Send) -> bool:
-        """Relay the upstream's events; ``True`` if it ended normally."""
-        state = self.state
-        keep_usage = self.attempt.call.wants_usage
-        try:
-            async for chunk in self.upstream.aiter_bytes():
-                out = _take_events(state, chunk, keep_usage)
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-        except UpstreamError as exc:
-            state.error = True
-            message = {
-                "error": {
-                    "type": "api_error",
-                    "code": "upstream_error",
-                    "message": f"upstream stream failed: {exc}",
-                    "param": None,
-                }
-            }
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": b"data: " + dumps(message) + b"\n\n",
-                    "more_body": True,
-                }
-            )
-            return False
-        if state.buffer.strip():
-            # The upstream ended without a final blank line: flush what is left.
-            state.buffer += b"\n\n"
-            out = _take_events(state, b"", keep_usage)
-            if out:
-                await send({"type": "http.response.body", "body": out, "more_body": True})
-        return True
-
-    async def _finish(self, completed: bool, disconnected: bool) -> None:
-        gateway, attempt = self.gateway, self.attempt
-        dep, call = attempt.deployment, attempt.call
-        try:
-            await self.upstream.aclose()
-        except Exception:  # closing a broken connection must not stop settling
-            log.debug("closing the upstream stream failed", exc_info=True)
-        gateway.router.finished(dep)
-        if self.state.error:
-            gateway.router.failed(dep, None)
-        priced = _usage_cost(dep.price, self.state.usage) if self.state.usage else None
-        source = "upstream"
-        if priced is None:
-            text = "".join(self.state.parts)
-            completion = count_tokens(text, dep.upstream_model) if text else 0
-            priced = (
-                worst_case(dep.price, attempt.prompt_tokens, completion),
-                attempt.prompt_tokens,
-                completion,
-            )
-            source = "counted"
-        cost, prompt_tokens, completion_tokens = priced
-        if disconnected:
-            status = "client_disconnected"
-        elif self.state.error or not completed:
-            status = "upstream_error"
-        else:
-            status = "ok"
-        entry = gateway._entry(attempt, cost, prompt_tokens, completion_tokens, status, 200, source)
-        await gateway._settle(attempt.hold, cost, call.model, entry)
-
-
-def _take_events(state: _StreamState, chunk: bytes, keep_usage: bool) -> bytes:
-    """Append ``chunk``; return the complete events to forward, noting usage and text."""
-    buffer = state.buffer + chunk
-    if b"\r" in buffer:
-        buffer = buffer.replace(b"\r\n", b"\n")
-    out: list[bytes] = []
-    start = 0
-    while True:
-        end = buffer.find(b"\n\n", start)
-        if end < 0:
-            break
-        event = buffer[start:end]
-        start = end + 2
-        if _keep_event(state, event, keep_usage):
-            out.append(event)
-            out.append(b"\n\n")
-    state.buffer = buffer[start:]
-    return b"".join(out)
-
-
-def _keep_event(state: _StreamState, event: bytes, keep_usage: bool) -> bool:
-    data = b""
-    for line in event.split(b"\n"):
-        if line.startswith(b"data:"):
-            data += line[5:].lstrip(b" ")
-    if not data and event.lstrip().startswith(b"{"):
-        data = event  # an upstream that ignored stream=true and sent one JSON body
-    if not data or data == b"[DONE]":
-        return True
-    try:
-        doc = loads(data)
-    except ValueError:
-        return True
-    if not isinstance(doc, dict):
-        return True
-    if doc.get("error") is not None:
-        state.error = True
-        return True
-    usage = doc.get("usage")
-    if usage:
-        state.usage = usage
-    choices = doc.get("choices")
-    if choices:
-        for choice in choices:
-            delta = (
-                (choice.get("delta") or choice.get("message")) if isinstance(choice, dict) else None
-            )
-            if isinstance(delta, dict):
-                _collect_text(delta, state.parts)
-        return True
-    # A usage-only chunk (empty choices) exists because the gateway asked for it.
-    return keep_usage or not usage
-
-
-# --------------------------------------------------------------------------- embeddings
-
-
-def _valid_embedding_input(value: object) -> bool:
-    if isinstance(value, str):
-        return bool(value)
-    if not isinstance(value, list) or not value:
-        return False
-    if all(isinstance(v, str) for v in value):
-        return True
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        return True
-    return all(
-        isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
-        for v in value
-    )
-
-
-def _embedding_tokens(value: object, model: str) -> int:
-    if isinstance(value, str):
-        return count_tokens(value, model)
-    assert isinstance(value, list)
-    if all(isinstance(v, str) for v in value):
-        return sum(count_tokens(v, model) for v in value)
-    if all(isinstance(v, int) for v in value):
-        return len(value)  # already token ids
-    return sum(len(v) for v in value)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None

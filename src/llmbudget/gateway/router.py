@@ -75,6 +75,11 @@ class Router:
             d.id: DeploymentHealth() for d in config.deployments
         }
 
+    def first_upstream_model(self, model: str) -> str:
+        """The upstream model of ``model``'s first deployment (to count its prompt with)."""
+        deployments = self.groups.get(model)
+        return deployments[0].upstream_model if deployments else model
+
     def has_model(self, model: str) -> bool:
         return model in self.groups
 

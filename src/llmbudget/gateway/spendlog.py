@@ -29,7 +29,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from llmbudget.gateway.storeio import StoreIO
+from llmbudget import operations as ops
+from llmbudget.stores.base import AsyncStore, Store
 
 __all__ = ["SPEND_LOG_KIND", "query_spend_logs", "render_spend_table"]
 
@@ -43,7 +44,7 @@ _TABLE_COLUMNS = (
 
 
 async def query_spend_logs(
-    io: StoreIO,
+    store: Store | AsyncStore,
     *,
     since: float = 0.0,
     until: float = math.inf,
@@ -68,7 +69,7 @@ async def query_spend_logs(
     page = limit if not wanted else max(limit * 4, 200)
     upper = until
     while len(rows) < limit and scanned < _MAX_SCAN:
-        entries = await io.read_log(SPEND_LOG_KIND, since, upper, page)
+        entries = await ops.ReadLog(store, SPEND_LOG_KIND, since, upper, page).arun()
         if not entries:
             break
         scanned += len(entries)

@@ -36,9 +36,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from llmbudget.errors import LLMBudgetError, PricingError, UnknownModelError
+from llmbudget.fields import get as _get
 from llmbudget.global_budget import global_group
 from llmbudget.manager import BudgetManager
 from llmbudget.money import to_money
+from llmbudget.plans import run_sync
 from llmbudget.pricing import PriceBook, cost_from_response
 
 if TYPE_CHECKING:
@@ -56,12 +58,6 @@ else:
 __all__ = ["LLMBudgetCallback", "install", "uninstall"]
 
 logger = logging.getLogger(__name__)
-
-
-def _get(obj: object, key: str) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(key)
-    return getattr(obj, key, None)
 
 
 class LLMBudgetCallback(_CustomLogger):
@@ -139,7 +135,7 @@ class LLMBudgetCallback(_CustomLogger):
             user = self.user_of(kwargs)
             if self.charge_global:
                 group = global_group()
-                group.ledger.charge(list(group.budgets), cost, model=model)
+                run_sync(group.plans.charge(list(group.budgets), cost, model))
             manager = self.budget_manager
             if manager is not None and user is not None and manager.is_valid_user(user):
                 manager.ledger.charge([manager.get_budget(user)], cost, model=model)

@@ -45,7 +45,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from llmbudget.errors import InvalidInputError
 
@@ -118,6 +118,12 @@ class BudgetRecord:
 
 class Store(ABC):
     """A synchronous store. Implementations must be safe to share between threads."""
+
+    #: Calls may wait on I/O (a file lock, the network): under asyncio they run in a thread.
+    blocking: ClassVar[bool] = True
+    #: Writes are serialised by the store anyway (SQLite's one write lock): under asyncio
+    #: its calls share one dedicated thread instead of competing for the lock.
+    serial: ClassVar[bool] = False
 
     # -- ledger ----------------------------------------------------------------------
     @abstractmethod

@@ -102,6 +102,8 @@ class _Owned:
 class SQLiteStore(Store):
     """SQLite-backed store. ``path`` may be ``":memory:"`` only for single-connection use."""
 
+    serial = True
+
     def __init__(
         self, path: str = "llmbudget.db", *, timeout: float = 30.0, synchronous: str = "NORMAL"
     ) -> None:

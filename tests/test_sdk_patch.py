@@ -15,10 +15,15 @@ import openai
 import pytest
 
 from llmbudget import global_budget as gb
+from llmbudget.blocks import BudgetBlock, active_blocks, budget
 from llmbudget.completion import completion
-from llmbudget.errors import BudgetExceededError, InvalidInputError, UnknownModelError
+from llmbudget.errors import (
+    BudgetExceededError,
+    InvalidInputError,
+    InvalidRequestError,
+    UnknownModelError,
+)
 from llmbudget.pricing import PriceBook, TokenUsage
-from llmbudget.sdk_budget import BudgetBlock, active_blocks, budget
 from llmbudget.tokens import count_message_tokens
 from tests.fakes import FakeLLMServer
 
@@ -290,12 +295,14 @@ def test_completion_inside_a_block_is_charged_once(fake: FakeLLMServer) -> None:
 def test_abandoned_stream_is_charged_its_reservation(
     fake: FakeLLMServer, oai: openai.OpenAI
 ) -> None:
+    fake.pause_stream_after = 1  # the provider is still generating when we leave
     with budget(max_usd=1) as b:
         stream: Any = oai.chat.completions.create(
             model="gpt-4o", messages=HI, stream=True, max_tokens=100
         )
         with stream:
             next(iter(stream))  # one chunk, then walk away
+        fake.resume.set()
         assert b.held == 0
     reservation = Decimal(1) - b.remaining if b.remaining is not None else None
     assert reservation is not None and reservation > GPT4O_CALL
@@ -441,19 +448,20 @@ def test_sdk_http_errors_are_retried_with_a_fresh_reservation(fake: FakeLLMServe
     assert b.spent == GPT4O_CALL  # the failed answers are not charged
 
 
-def test_sdk_both_output_caps_send_only_the_reserved_larger_one(
+def test_sdk_two_different_output_caps_are_refused_before_sending(
     fake: FakeLLMServer, oai: openai.OpenAI
 ) -> None:
-    fake.fill = True
-    fake.prompt_tokens = count_message_tokens(HI, "gpt-4o")
-    with budget(max_usd=1) as b:
+    # Only one cap can be forwarded: which one the caller meant is not ours to guess (the
+    # same rule as completion() and the gateway, from the metering core).
+    with budget(max_usd=1) as b, pytest.raises(InvalidRequestError, match="differ"):
         oai.chat.completions.create(
             model="gpt-4o", messages=HI, max_tokens=30, max_completion_tokens=10
         )
+    assert fake.count() == 0
+    assert b.spent == 0 and b.held == 0
+    with budget(max_usd=1):
+        oai.chat.completions.create(
+            model="gpt-4o", messages=HI, max_tokens=30, max_completion_tokens=30
+        )
     body = fake.last("/v1/chat/completions").body
-    assert body.get("max_tokens") == 30
-    assert "max_completion_tokens" not in body
-    prompt = count_message_tokens(HI, "gpt-4o")
-    assert b.spent <= PriceBook.default().lookup("gpt-4o").cost(
-        TokenUsage(input_tokens=prompt, output_tokens=30)
-    )
+    assert body.get("max_tokens") == 30 and "max_completion_tokens" not in body

@@ -1,0 +1,319 @@
+"""Store operations as typed effects: what a plan asks a store to do.
+
+A plan (see :mod:`llmbudget.plans`) never calls a store. It yields one of these objects,
+which names its store and its arguments, and receives the result. Each class calls one
+:class:`~llmbudget.stores.base.Store` method by name in its :meth:`StoreOp.run`, so the
+type checker and a reader's editor see every call. The same object serves a synchronous
+store (the result) and an async one (the coroutine the runner awaits).
+
+>>> from llmbudget.stores.memory import MemoryStore
+>>> from llmbudget.stores.base import Line
+>>> store = MemoryStore()
+>>> Reserve(store, "h1", (Line("user:a", 0, 100),), 40, 60.0, 0.0).run() is None
+True
+>>> Usage_(store, "user:a", 0, 1.0).run().held
+40
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from llmbudget.plans import Effect
+from llmbudget.stores.base import AsyncStore, BudgetRecord, Line, Store
+
+__all__ = [
+    "AppendLog",
+    "Batch",
+    "Charge",
+    "Close",
+    "CreateDoc",
+    "DeleteBudget",
+    "DeleteDoc",
+    "GetBudgets",
+    "GetDoc",
+    "History",
+    "ListBudgets",
+    "ListDocs",
+    "Purge",
+    "PutBudget",
+    "PutDoc",
+    "ReadLog",
+    "Release",
+    "Reserve",
+    "Reset",
+    "Settle",
+    "StoreOp",
+    "Usage_",
+    "executor_for",
+]
+
+AnyStore = Store | AsyncStore
+
+_executors: weakref.WeakKeyDictionary[Store, ThreadPoolExecutor] = weakref.WeakKeyDictionary()
+_executors_lock = threading.Lock()
+
+
+def executor_for(store: Store) -> Executor | None:
+    """Where an async runner sends a blocking store's calls: one dedicated thread for a
+    store that serialises its writes anyway (SQLite has one write lock: threads of one
+    process competing for it fall into its busy handler, which *sleeps*), else the
+    default thread pool (``None``)."""
+    if not store.serial:
+        return None
+    with _executors_lock:
+        executor = _executors.get(store)
+        if executor is None:
+            executor = ThreadPoolExecutor(1, thread_name_prefix="llmbudget-store")
+            _executors[store] = executor
+            weakref.finalize(store, executor.shutdown, wait=False)
+        return executor
+
+
+class StoreOp(Effect):
+    """One store call. ``run`` returns the result, or the coroutine of an async store."""
+
+    store: AnyStore
+
+    async def arun(self) -> Any:
+        store = self.store
+        if isinstance(store, Store) and store.blocking:
+            # A synchronous store may wait on a lock or the network: keep the loop free.
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(executor_for(store), self.run)
+        return await Effect.arun(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Reserve(StoreOp):
+    store: AnyStore
+    hold_id: str
+    lines: Sequence[Line]
+    amount: int
+    expires_at: float
+    now: float
+
+    def run(self) -> Any:
+        return self.store.reserve(self.hold_id, self.lines, self.amount, self.expires_at, self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class Settle(StoreOp):
+    store: AnyStore
+    hold_id: str
+    actual: int
+    model: str | None
+    now: float
+
+    def run(self) -> Any:
+        return self.store.settle(self.hold_id, self.actual, self.model, self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class Release(StoreOp):
+    store: AnyStore
+    hold_id: str
+    now: float
+
+    def run(self) -> Any:
+        return self.store.release(self.hold_id, self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class Charge(StoreOp):
+    store: AnyStore
+    lines: Sequence[Line]
+    amount: int
+    model: str | None
+    now: float
+
+    def run(self) -> Any:
+        return self.store.charge(self.lines, self.amount, self.model, self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage_(StoreOp):  # noqa: N801 - `Usage` is the store's result type
+    store: AnyStore
+    scope: str
+    window: int
+    now: float
+
+    def run(self) -> Any:
+        return self.store.usage(self.scope, self.window, self.now)
+
+
+@dataclass(frozen=True, slots=True)
+class Reset(StoreOp):
+    store: AnyStore
+    scope: str
+    window: int
+
+    def run(self) -> Any:
+        return self.store.reset(self.scope, self.window)
+
+
+@dataclass(frozen=True, slots=True)
+class History(StoreOp):
+    store: AnyStore
+    scope: str
+    limit: int
+
+    def run(self) -> Any:
+        return self.store.history(self.scope, self.limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Purge(StoreOp):
+    store: AnyStore
+    now: float
+    retention: float
+
+    def run(self) -> Any:
+        return self.store.purge(self.now, self.retention)
+
+
+@dataclass(frozen=True, slots=True)
+class PutBudget(StoreOp):
+    store: AnyStore
+    record: BudgetRecord
+
+    def run(self) -> Any:
+        return self.store.put_budget(self.record)
+
+
+@dataclass(frozen=True, slots=True)
+class GetBudgets(StoreOp):
+    store: AnyStore
+    scopes: Sequence[str]
+
+    def run(self) -> Any:
+        return self.store.get_budgets(self.scopes)
+
+
+@dataclass(frozen=True, slots=True)
+class ListBudgets(StoreOp):
+    store: AnyStore
+    prefix: str
+
+    def run(self) -> Any:
+        return self.store.list_budgets(self.prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteBudget(StoreOp):
+    store: AnyStore
+    scope: str
+
+    def run(self) -> Any:
+        return self.store.delete_budget(self.scope)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendLog(StoreOp):
+    store: AnyStore
+    kind: str
+    at: float
+    data: Mapping[str, Any]
+
+    def run(self) -> Any:
+        return self.store.append_log(self.kind, self.at, self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadLog(StoreOp):
+    store: AnyStore
+    kind: str
+    since: float
+    until: float
+    limit: int
+
+    def run(self) -> Any:
+        return self.store.read_log(self.kind, self.since, self.until, self.limit)
+
+
+@dataclass(frozen=True, slots=True)
+class GetDoc(StoreOp):
+    store: AnyStore
+    kind: str
+    key: str
+
+    def run(self) -> Any:
+        return self.store.get_doc(self.kind, self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class PutDoc(StoreOp):
+    store: AnyStore
+    kind: str
+    key: str
+    data: Mapping[str, Any]
+
+    def run(self) -> Any:
+        return self.store.put_doc(self.kind, self.key, self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class CreateDoc(StoreOp):
+    store: AnyStore
+    kind: str
+    key: str
+    data: Mapping[str, Any]
+
+    def run(self) -> Any:
+        return self.store.create_doc(self.kind, self.key, self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class ListDocs(StoreOp):
+    store: AnyStore
+    kind: str
+    prefix: str = ""
+
+    def run(self) -> Any:
+        return self.store.list_docs(self.kind, self.prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteDoc(StoreOp):
+    store: AnyStore
+    kind: str
+    key: str
+
+    def run(self) -> Any:
+        return self.store.delete_doc(self.kind, self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class Close(StoreOp):
+    """Close the store (an async store's ``aclose``)."""
+
+    store: AnyStore
+
+    def run(self) -> Any:
+        if isinstance(self.store, Store):
+            return self.store.close()
+        return self.store.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class Batch(StoreOp):
+    """Several operations on one store, in order, in one trip to its thread (a settle and
+    its spend-log entry). Not a transaction: each operation is atomic on its own. The
+    result is the list of their results."""
+
+    store: AnyStore
+    ops: tuple[StoreOp, ...]
+
+    def run(self) -> Any:
+        if isinstance(self.store, Store):
+            return [op.run() for op in self.ops]
+        return self._arun()
+
+    async def _arun(self) -> list[Any]:
+        return [await op.run() for op in self.ops]
