@@ -7,6 +7,8 @@ import typer
 import llmbudget
 from llmbudget.cli.help import ReadableGroup
 
+__all__ = ["app", "main"]
+
 app = typer.Typer(
     cls=ReadableGroup,
     name="llmbudget",

@@ -25,6 +25,8 @@ from llmbudget.manager import BudgetManager
 from llmbudget.money import format_dollars
 from llmbudget.stores import default_store_url
 
+__all__ = ["LEGEND", "next_steps", "register", "run_demo"]
+
 PROJECT = "llmbudget-demo"
 MODEL = "gpt-4o-mini"
 MAX_TOKENS = 400
