@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from urllib.parse import quote
 
-from llmbudget.money import MoneyLike, from_units, to_units
+from llmbudget.money import MoneyLike, format_money, from_units, to_units
 from llmbudget.periods import LIFETIME, Period, Window
 from llmbudget.stores.base import BudgetRecord, Line
 
@@ -110,11 +110,11 @@ class BudgetStatus:
         """JSON-friendly: money as strings, times as ISO 8601."""
         return {
             "scope": self.scope,
-            "limit": None if self.limit is None else str(self.limit),
-            "spent": str(self.spent),
-            "held": str(self.held),
-            "remaining": None if self.remaining is None else str(self.remaining),
+            "limit": None if self.limit is None else format_money(self.limit),
+            "spent": format_money(self.spent),
+            "held": format_money(self.held),
+            "remaining": None if self.remaining is None else format_money(self.remaining),
             "window_start": self.window_start.isoformat(),
             "resets_at": self.resets_at.isoformat() if self.resets_at else None,
-            "by_model": {model: str(cost) for model, cost in self.by_model.items()},
+            "by_model": {model: format_money(cost) for model, cost in self.by_model.items()},
         }

@@ -79,10 +79,11 @@ class BudgetExceededError(LLMBudgetError):
         self.requested = requested
         self.resets_at = resets_at
         if message is None:
-            when = f"; resets at {resets_at.isoformat()}" if resets_at else ""
+            money = self.to_dict()
+            when = f"; resets at {money['resets_at']}" if resets_at else ""
             message = (
-                f"budget exceeded for {scope}: limit ${limit}, spent ${spent}, "
-                f"held ${held}, requested ${requested}{when}"
+                f"budget exceeded for {scope}: limit ${money['limit']}, spent ${money['spent']}, "
+                f"held ${money['held']}, requested ${money['requested']}{when}"
             )
         super().__init__(message)
 
@@ -92,13 +93,15 @@ class BudgetExceededError(LLMBudgetError):
         return max(Decimal(0), self.limit - self.spent - self.held)
 
     def to_dict(self) -> dict[str, str | None]:
-        """JSON-friendly fields (money as strings so no float creeps in)."""
+        """JSON-friendly fields: money as plain decimal strings (exact, never ``6E-8``)."""
+        from llmbudget.money import format_money  # here: money.py imports this module
+
         return {
             "scope": self.scope,
-            "limit": str(self.limit),
-            "spent": str(self.spent),
-            "held": str(self.held),
-            "requested": str(self.requested),
+            "limit": format_money(self.limit),
+            "spent": format_money(self.spent),
+            "held": format_money(self.held),
+            "requested": format_money(self.requested),
             "resets_at": self.resets_at.isoformat() if self.resets_at else None,
         }
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from llmbudget.errors import BudgetExceededError
+from llmbudget.money import format_money
 
 __all__ = ["TYPE_BY_STATUS", "ApiError", "budget_exceeded_error", "error_body"]
 
@@ -81,7 +82,7 @@ def budget_exceeded_error(
     OpenAI SDKs not to retry on their own: waiting a few seconds does not refill a budget.
     """
     fields: dict[str, Any] = dict(exc.to_dict())
-    fields["remaining"] = str(exc.remaining)
+    fields["remaining"] = format_money(exc.remaining)
     headers = {"x-should-retry": "false"}
     if exc.resets_at is not None:
         wait = max(1, math.ceil(exc.resets_at.timestamp() - now))

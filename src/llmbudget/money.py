@@ -17,6 +17,9 @@ refused rather than silently rounded).
 True
 >>> to_units(Decimal("0.000001"))
 1000
+
+Money leaves the library as text through :func:`format_money` (JSON, headers, messages:
+``0.00000006``, never ``6E-8``) or :func:`format_dollars` (tables and pages for people).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "UNITS_PER_DOLLAR",
     "MoneyLike",
     "cost_to_units",
+    "format_dollars",
     "format_money",
     "from_units",
     "to_money",
@@ -119,6 +123,38 @@ def from_units(units: int) -> Decimal:
     return result
 
 
+def format_money(value: Decimal | int) -> str:
+    """Dollars as a plain decimal string: never exponent notation, no trailing zeros.
+
+    The one text form of money in JSON, HTTP headers and error messages. ``str()`` of a
+    ``Decimal`` switches to exponent notation below $0.000001 (``6E-8``), which people
+    misread and some JSON consumers mis-parse; this never does, and it is exact:
+    ``Decimal(format_money(x)) == x``.
+
+    >>> format_money(Decimal("6E-8")), format_money(Decimal("1E+3")), format_money(Decimal("2.50"))
+    ('0.00000006', '1000', '2.5')
+    """
+    text = format(Decimal(value), "f")  # "f" without a precision never rounds
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def format_dollars(value: Decimal | int | None) -> str:
+    """Money for people: ``$1,234.50``, ``$0.00000006`` (cents always, finer digits only
+    when the amount has them); ``—`` for ``None`` (no limit, unknown).
+
+    >>> format_dollars(Decimal("2.5")), format_dollars(Decimal("6E-8")), format_dollars(None)
+    ('$2.50', '$0.00000006', '—')
+    """
+    if value is None:
+        return "—"
+    text = format_money(value)
+    sign, text = ("-", text[1:]) if text.startswith("-") else ("", text)
+    whole, _, fraction = text.partition(".")
+    return f"{sign}${int(whole):,}.{fraction.ljust(2, '0')}"
+
+
 def _scaled(money: Decimal, what: str) -> Decimal:
     """``money`` × 10⁹, exactly, whatever precision the caller's decimal context has."""
     if money and money.adjusted() > _MAX_ADJUSTED_EXPONENT:
@@ -139,12 +175,3 @@ def _checked(units: int, what: str) -> int:
     if units > _MAX_UNITS:
         raise InvalidAmountError(f"{what} is larger than llmbudget can store (~$9.2 billion)")
     return units
-
-
-def format_money(value: Decimal | int) -> str:
-    """Dollars as a plain decimal string, never in exponent notation.
-
-    >>> format_money(Decimal("6E-8")), format_money(Decimal("1E+2"))
-    ('0.00000006', '100')
-    """
-    return format(Decimal(value), "f")

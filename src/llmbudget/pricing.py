@@ -55,7 +55,7 @@ from llmbudget.errors import (
 )
 from llmbudget.fields import first as _first
 from llmbudget.fields import get as _get
-from llmbudget.money import to_money
+from llmbudget.money import format_money, to_money
 
 if TYPE_CHECKING:
     from genai_prices import types as gp
@@ -330,7 +330,7 @@ def _plain(value: Decimal) -> Decimal:
 
 
 def _jsonable(value: object) -> object:
-    return str(value) if isinstance(value, Decimal) else value
+    return format_money(value) if isinstance(value, Decimal) else value
 
 
 # --------------------------------------------------------------------------- usage shapes

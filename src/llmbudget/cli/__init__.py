@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import typer
 
+import llmbudget
+from llmbudget.cli.help import ReadableGroup
+
+__all__ = ["app", "main"]
+
 app = typer.Typer(
+    cls=ReadableGroup,
     name="llmbudget",
     help="Budgets for LLM API calls that never overspend.",
     no_args_is_help=True,
@@ -12,8 +18,22 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"llmbudget {llmbudget.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+) -> None:
     """Budgets for LLM API calls that never overspend."""
 
 

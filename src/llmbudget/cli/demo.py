@@ -9,18 +9,23 @@ table at the end shows that no user went over budget, however the threads interl
 from __future__ import annotations
 
 import random
+import shlex
 import threading
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from llmbudget.cli.help import STORE_HELP, ReadableCommand
 from llmbudget.errors import BudgetExceededError
 from llmbudget.manager import BudgetManager
+from llmbudget.money import format_dollars
 from llmbudget.stores import default_store_url
+
+__all__ = ["LEGEND", "next_steps", "register", "run_demo"]
 
 PROJECT = "llmbudget-demo"
 MODEL = "gpt-4o-mini"
@@ -65,9 +70,10 @@ def run_demo(store: str | None, agents: int, seconds: float, console: Console) -
     tallies = {user: _Tally() for user in USERS}
     stop = time.monotonic() + seconds
     console.print(
-        f"[bold]{agents} agents[/] calling [cyan]{MODEL}[/] for {seconds:g}s against daily "
-        f"budgets in [green]{url}[/] …"
+        f"[bold]{agents} agents[/] call [cyan]{MODEL}[/] (max_tokens={MAX_TOKENS}) for "
+        f"{seconds:g}s against daily budgets"
     )
+    console.print(f"store: [green]{escape(url)}[/]", soft_wrap=True)
 
     def agent(seed: int) -> None:
         rng = random.Random(seed)
@@ -97,9 +103,9 @@ def run_demo(store: str | None, agents: int, seconds: float, console: Console) -
     for t in threads:
         t.join()
 
-    table = Table(title=f"project {PROJECT!r} — {MODEL}, max_tokens={MAX_TOKENS}")
-    for column in ("user", "daily budget", "spent", "remaining", "calls", "refused", "ok"):
-        table.add_column(column, justify="left" if column == "user" else "right")
+    table = Table(title=f"project {PROJECT}", title_justify="left")
+    for column in ("user", "daily limit", "spent", "left", "calls", "refused", "ok"):
+        table.add_column(column, justify="left" if column in ("user", "ok") else "right")
     all_ok = True
     for user, tally in tallies.items():
         status = bm.status(user)
@@ -107,34 +113,52 @@ def run_demo(store: str | None, agents: int, seconds: float, console: Console) -
         all_ok &= ok
         table.add_row(
             user,
-            f"${status.limit}",
-            f"${_fmt(status.spent)}",
-            f"${_fmt(status.remaining or Decimal(0))}",
+            format_dollars(status.limit),
+            format_dollars(status.spent),
+            format_dollars(status.remaining),
             str(tally.calls),
             str(tally.refused),
-            "[green]within budget[/]" if ok else "[red]OVER[/]",
+            "[green]yes[/]" if ok else "[red]OVER[/]",
         )
     console.print(table)
-    console.print(
-        "Every call reserved its worst case first, so concurrent agents could not "
-        "overspend; budgets reset by themselves at midnight UTC."
-    )
+    console.print(LEGEND)
+    console.print("Each call reserved its worst case first, so racing agents could not overspend.")
     bm.close()
+    console.print(next_steps(store), soft_wrap=True, highlight=False)
     return all_ok
 
 
-def _fmt(value: Decimal) -> str:
-    return f"{value:.9f}".rstrip("0").rstrip(".") if value else "0"
+LEGEND = "spent: real cost of the calls · left: still reservable · refused: over budget"
+
+
+def next_steps(store: str | None) -> str:
+    """What to try after the demo, on the same store.
+
+    >>> print(next_steps(None))
+    Next steps:
+      llmbudget budgets list
+      llmbudget serve
+      then open http://127.0.0.1:8000/ui (the dashboard of this store)
+    """
+    option = f" --store {shlex.quote(store)}" if store else ""
+    return (
+        f"Next steps:\n  llmbudget budgets list{option}\n  llmbudget serve{option}\n"
+        "  then open http://127.0.0.1:8000/ui (the dashboard of this store)"
+    )
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    """Add the ``demo`` command to ``app``."""
+
+    @app.command(cls=ReadableCommand)
     def demo(
-        store: str | None = typer.Option(
-            None, help="Store URL (default: $LLMBUDGET_STORE or sqlite:///llmbudget.db)."
+        store: str | None = typer.Option(None, metavar="URL", help=STORE_HELP),
+        agents: int = typer.Option(
+            8, min=1, max=256, metavar="N", help="Concurrent agent threads."
         ),
-        agents: int = typer.Option(8, min=1, max=256, help="Concurrent agent threads."),
-        seconds: float = typer.Option(2.0, min=0.1, max=600, help="How long the agents run."),
+        seconds: float = typer.Option(
+            2.0, min=0.1, max=600, metavar="SECONDS", help="How long the agents run."
+        ),
     ) -> None:
         """Race agents against per-user budgets and show that none is overspent."""
         if not run_demo(store, agents, seconds, Console()):

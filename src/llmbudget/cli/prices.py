@@ -6,7 +6,6 @@ JSON/YAML overrides (llmbudget's format or LiteLLM's) on top, as the library doe
 
 from __future__ import annotations
 
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from llmbudget.cli.errors import fail as _fail
+from llmbudget.cli.help import ReadableCommand, ReadableGroup
 from llmbudget.errors import LLMBudgetError, UnknownModelError
+from llmbudget.money import format_dollars as _money
 from llmbudget.pricing import ModelPrice, PriceBook, TokenUsage
 
 __all__ = ["register"]
@@ -23,6 +25,7 @@ PricesFile = Annotated[
     Path | None,
     typer.Option(
         "--prices-file",
+        metavar="FILE",
         help="JSON/YAML price overrides (llmbudget or LiteLLM format); they win.",
         exists=True,
         dir_okay=False,
@@ -58,11 +61,6 @@ def _book(prices_file: Path | None) -> PriceBook:
     return book
 
 
-def _fail(message: str) -> None:
-    Console(stderr=True, highlight=False).print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code=1)
-
-
 def _lookup(book: PriceBook, model: str) -> ModelPrice:
     try:
         return book.lookup(model)
@@ -71,15 +69,13 @@ def _lookup(book: PriceBook, model: str) -> ModelPrice:
         _fail(f"no price known for model {model!r}.{hint}")
     except LLMBudgetError as exc:
         _fail(str(exc))
-    raise AssertionError("unreachable")  # pragma: no cover - _fail always raises
-
-
-def _money(value: Decimal | None) -> str:
-    return "-" if value is None else f"${value}"
 
 
 def show(
-    model: Annotated[str, typer.Argument(help="Model name, e.g. gpt-4o or anthropic/claude-...")],
+    model: Annotated[
+        str,
+        typer.Argument(metavar="MODEL", help="Model name, e.g. gpt-4o or anthropic/claude-..."),
+    ],
     prices_file: PricesFile = None,
 ) -> None:
     """Show every price llmbudget knows for MODEL (per million tokens)."""
@@ -117,10 +113,12 @@ def show(
 
 def list_models(
     provider: Annotated[
-        str | None, typer.Option("--provider", "-p", help="Only this provider.")
+        str | None,
+        typer.Option("--provider", "-p", metavar="NAME", help="Only this provider."),
     ] = None,
     search: Annotated[
-        str | None, typer.Option("--search", "-s", help="Only names containing this.")
+        str | None,
+        typer.Option("--search", "-s", metavar="TEXT", help="Only names containing this."),
     ] = None,
     prices_file: PricesFile = None,
 ) -> None:
@@ -162,18 +160,27 @@ def list_providers(prices_file: PricesFile = None) -> None:
 
 
 def cost(
-    model: Annotated[str, typer.Argument(help="Model name, e.g. gpt-4o")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Model name, e.g. gpt-4o")],
     input_tokens: Annotated[
-        int, typer.Option("--input-tokens", "-i", min=0, help="Prompt tokens, cache included.")
+        int,
+        typer.Option(
+            "--input-tokens", "-i", min=0, metavar="N", help="Prompt tokens, cache included."
+        ),
     ],
     output_tokens: Annotated[
-        int, typer.Option("--output-tokens", "-o", min=0, help="Completion tokens.")
+        int, typer.Option("--output-tokens", "-o", min=0, metavar="N", help="Completion tokens.")
     ] = 0,
     cache_read_tokens: Annotated[
-        int, typer.Option("--cache-read-tokens", min=0, help="Of the input, read from cache.")
+        int,
+        typer.Option(
+            "--cache-read-tokens", min=0, metavar="N", help="Of the input, read from cache."
+        ),
     ] = 0,
     cache_write_tokens: Annotated[
-        int, typer.Option("--cache-write-tokens", min=0, help="Of the input, written to cache.")
+        int,
+        typer.Option(
+            "--cache-write-tokens", min=0, metavar="N", help="Of the input, written to cache."
+        ),
     ] = 0,
     prices_file: PricesFile = None,
 ) -> None:
@@ -189,11 +196,10 @@ def cost(
         amount = price.cost(usage)
     except LLMBudgetError as exc:
         _fail(str(exc))
-        return  # pragma: no cover
     console = _console()
     console.print(
         f"{price.provider}/{price.model}: {input_tokens:,} input + {output_tokens:,} output "
-        f"tokens = [bold]${amount}[/bold]"
+        f"tokens = [bold]{_money(amount)}[/bold]"
     )
 
 
@@ -205,13 +211,14 @@ def register(app: typer.Typer) -> None:
     >>> register(app)
     """
     prices_app = typer.Typer(
+        cls=ReadableGroup,
         name="prices",
         help="Model prices (genai-prices data, plus your overrides).",
         no_args_is_help=True,
         add_completion=False,
     )
-    prices_app.command("show")(show)
-    prices_app.command("list")(list_models)
-    prices_app.command("providers")(list_providers)
+    prices_app.command("show", cls=ReadableCommand)(show)
+    prices_app.command("list", cls=ReadableCommand)(list_models)
+    prices_app.command("providers", cls=ReadableCommand)(list_providers)
     app.add_typer(prices_app, name="prices")
-    app.command("cost")(cost)
+    app.command("cost", cls=ReadableCommand)(cost)

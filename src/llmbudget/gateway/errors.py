@@ -60,9 +60,10 @@ def budget_error(exc: BudgetExceededError, now: float, *, label: str | None = No
     its message naming the budget by ``label`` when given."""
     who = f"{label} ({exc.scope})" if label else exc.scope
     when = f"; resets at {exc.resets_at.isoformat()}" if exc.resets_at else "; it never resets"
+    money = exc.to_dict()
     message = (
-        f"budget exceeded for {who}: limit ${exc.limit}, spent ${exc.spent}, held ${exc.held}, "
-        f"this request needs up to ${exc.requested}{when}"
+        f"budget exceeded for {who}: limit ${money['limit']}, spent ${money['spent']}, "
+        f"held ${money['held']}, this request needs up to ${money['requested']}{when}"
     )
     shared = budget_exceeded_error(exc, now, message=message)
     return GatewayError(

@@ -1,6 +1,7 @@
 """The gateway's spend log: one store log entry (kind ``gateway``) per request.
 
-Each entry is JSON, money as a string (exact), never the key's secret::
+Each entry is JSON, money as a plain decimal string (exact, never ``6E-8``), never the
+key's secret::
 
     {"id": "req_...", "key": "key_1a2b...", "user": "alice", "team": "ml", "org": "acme",
      "end_user": "customer-42", "model": "gpt-4o", "deployment": "openai-main",
@@ -13,7 +14,9 @@ Each entry is JSON, money as a string (exact), never the key's secret::
 counting the streamed text (the upstream sent none, or the client left early).
 
 :func:`query_spend_logs` filters entries (the admin endpoint ``GET /v1/spend/logs`` and the
-dashboard use it) and :func:`render_spend_table` turns them into an HTML table.
+dashboard use it), :func:`spend_row` shapes one entry for display (money re-written as plain
+decimals, whatever an older writer stored) and :func:`render_spend_table` turns rows into an
+HTML table.
 
 >>> rows = [{"at": "2026-01-01T00:00:00+00:00", "key": "key_1", "user": "a", "model": "m",
 ...          "cost": "0.1", "status": "ok"}]
@@ -27,12 +30,14 @@ import html
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from llmbudget import operations as ops
+from llmbudget.money import format_money
 from llmbudget.stores.base import AsyncStore, Store
 
-__all__ = ["SPEND_LOG_KIND", "query_spend_logs", "render_spend_table"]
+__all__ = ["SPEND_LOG_KIND", "query_spend_logs", "render_spend_table", "spend_row"]
 
 SPEND_LOG_KIND = "gateway"
 _MAX_LIMIT = 1000
@@ -41,6 +46,32 @@ _TABLE_COLUMNS = (
     "at", "key", "user", "team", "end_user", "model", "deployment", "prompt_tokens",
     "completion_tokens", "cost", "latency_ms", "status", "stream",
 )  # fmt: skip
+_MONEY_FIELDS = ("cost", "reserved")
+
+
+def spend_row(at: float, data: Mapping[str, Any], *, timespec: str = "auto") -> dict[str, Any]:
+    """One log entry as shown by the API and the dashboard: ``at`` (ISO 8601) first, money
+    as plain decimal strings.
+
+    >>> spend_row(0.0, {"cost": "6E-8", "user": "a"})
+    {'at': '1970-01-01T00:00:00+00:00', 'cost': '0.00000006', 'user': 'a'}
+    """
+    row = {"at": datetime.fromtimestamp(at, UTC).isoformat(timespec=timespec), **data}
+    for name in _MONEY_FIELDS:
+        amount = _decimal(row.get(name))
+        if amount is not None:
+            row[name] = format_money(amount)
+    return row
+
+
+def _decimal(value: object) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        return None  # not a number: shown as stored
+    return amount if amount.is_finite() else None
 
 
 async def query_spend_logs(
@@ -82,7 +113,7 @@ async def query_spend_logs(
             seen.add(ident)
             fresh += 1
             if all(data.get(k) == v for k, v in wanted.items()):
-                rows.append({"at": datetime.fromtimestamp(entry.at, UTC).isoformat(), **data})
+                rows.append(spend_row(entry.at, data))
                 if len(rows) >= limit:
                     break
         if len(entries) < page or fresh == 0:

@@ -39,7 +39,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 import llmbudget
 from llmbudget.budgets import Budget, BudgetStatus, scope_key
 from llmbudget.errors import BudgetExceededError, StoreError, UnknownHoldError, UnknownUserError
-from llmbudget.money import MoneyLike, cost_to_units, from_units
+from llmbudget.money import MoneyLike, cost_to_units, format_money, from_units
 
 from .auth import bearer_scheme
 from .config import parse_thresholds
@@ -116,17 +116,17 @@ def _out(state: ServerState, user: str, budget: Budget, status: BudgetStatus) ->
     return BudgetOut(
         user=user,
         scope=budget.scope,
-        limit=None if budget.limit is None else str(budget.limit),
+        limit=None if budget.limit is None else format_money(budget.limit),
         period=budget.period.describe(),
         timezone=budget.period.timezone,
         rolling=budget.period.rolling,
         created_at=budget.created_at,
-        spent=str(status.spent),
-        held=str(status.held),
-        remaining=None if status.remaining is None else str(status.remaining),
+        spent=format_money(status.spent),
+        held=format_money(status.held),
+        remaining=None if status.remaining is None else format_money(status.remaining),
         window_start=status.window_start.isoformat(),
         resets_at=_iso(status.resets_at),
-        by_model={m: str(v) for m, v in status.by_model.items()},
+        by_model={m: format_money(v) for m, v in status.by_model.items()},
         alert_thresholds=list(state.alerts.thresholds_for(budget.scope)),
     )
 
@@ -349,7 +349,7 @@ def reserve(request: Request, project: str, body: ReserveIn) -> ReserveOut:
     return ReserveOut(
         hold_id=client_id,
         user=body.user,
-        amount=str(hold.amount),
+        amount=format_money(hold.amount),
         expires_at=datetime.fromtimestamp(hold.expires_at, UTC).isoformat(),
         resets_at=None
         if resets is None
@@ -376,7 +376,7 @@ def settle(request: Request, project: str, body: SettleIn) -> SettleOut:
     if not result.already:
         state.metrics.record_spend(scope, float(recorded))
         state.alerts.notify([scope])
-    return SettleOut(hold_id=body.hold_id, user=body.user, recorded=str(recorded))
+    return SettleOut(hold_id=body.hold_id, user=body.user, recorded=format_money(recorded))
 
 
 @router.post("/projects/{project}/release", response_model=ReleaseOut, responses=_BUDGET_404)
@@ -402,7 +402,7 @@ def charge(request: Request, project: str, body: ChargeIn) -> ChargeOut:
     charged = state.ledger.charge([budget], body.amount, model=body.model)
     state.metrics.record_spend(budget.scope, float(charged))
     state.alerts.notify([budget.scope])
-    return ChargeOut(user=body.user, charged=str(charged))
+    return ChargeOut(user=body.user, charged=format_money(charged))
 
 
 @router.post("/projects/{project}/reset", response_model=BudgetOut, responses=_BUDGET_404)
@@ -435,19 +435,19 @@ def project_spend(request: Request, project: str) -> ProjectSpend:
         users.append(
             UserSpend(
                 user=user,
-                limit=None if budget.limit is None else str(budget.limit),
-                spent=str(status.spent),
-                held=str(status.held),
-                remaining=None if status.remaining is None else str(status.remaining),
+                limit=None if budget.limit is None else format_money(budget.limit),
+                spent=format_money(status.spent),
+                held=format_money(status.held),
+                remaining=None if status.remaining is None else format_money(status.remaining),
                 resets_at=_iso(status.resets_at),
-                by_model={m: str(v) for m, v in status.by_model.items()},
+                by_model={m: format_money(v) for m, v in status.by_model.items()},
             )
         )
     return ProjectSpend(
         project=project,
-        spent=str(spent),
-        held=str(held),
-        by_model={m: str(v) for m, v in sorted(by_model.items())},
+        spent=format_money(spent),
+        held=format_money(held),
+        by_model={m: format_money(v) for m, v in sorted(by_model.items())},
         users=users,
     )
 
@@ -466,7 +466,7 @@ def history(
     return HistoryOut(
         user=user,
         period=budget.period.describe(),
-        history=[HistoryPoint(window_start=w.isoformat(), spent=str(s)) for w, s in rows],
+        history=[HistoryPoint(window_start=w.isoformat(), spent=format_money(s)) for w, s in rows],
     )
 
 

@@ -17,7 +17,7 @@ True
 from __future__ import annotations
 
 import html
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from importlib import resources
 from urllib.parse import parse_qs, quote, unquote
@@ -27,6 +27,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 import llmbudget
 from llmbudget.budgets import Budget, BudgetStatus, scope_key
+from llmbudget.money import format_dollars
 
 from .auth import SESSION_COOKIE
 from .schemas import check_name
@@ -47,16 +48,6 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _money(value: Decimal | None) -> str:
-    if value is None:
-        return "—"
-    # Two decimals for dollars and cents, more only when the amount needs them.
-    text = f"{value:,.2f}"
-    if value != 0 and value.quantize(Decimal("0.01")) != value:
-        text = f"{value:,.6f}".rstrip("0")
-    return "$" + text
-
-
 # -- SVG charts ------------------------------------------------------------------------
 
 
@@ -64,7 +55,7 @@ def bar_svg(spent: Decimal, held: Decimal, limit: Decimal | None, width: int = 2
     """A budget bar: spent (solid), held (striped), the rest of the limit (grey)."""
     height = 18
     if limit is None or limit <= 0:
-        label = f"spent {_money(spent)}, no limit"
+        label = f"spent {format_dollars(spent)}, no limit"
         return (
             f'<svg class="bar" width="{width}" height="{height}" role="img" aria-label="{_e(label)}">'
             f'<title>{_e(label)}</title><rect width="{width}" height="{height}" rx="4" fill="#e5e7eb"/></svg>'
@@ -73,7 +64,7 @@ def bar_svg(spent: Decimal, held: Decimal, limit: Decimal | None, width: int = 2
     spent_w = min(width, float(spent / limit) * width)
     held_w = min(width - spent_w, float(held / limit) * width)
     pct = float(spent / limit) * 100
-    label = f"spent {_money(spent)} + held {_money(held)} of {_money(limit)} ({pct:.0f}%)"
+    label = f"spent {format_dollars(spent)} + held {format_dollars(held)} of {format_dollars(limit)} ({pct:.0f}%)"
     color = "#dc2626" if over or spent >= limit else ("#d97706" if pct >= 80 else "#2563eb")
     return (
         f'<svg class="bar" width="{width}" height="{height}" role="img" aria-label="{_e(label)}">'
@@ -101,10 +92,10 @@ def hbar_chart_svg(items: list[tuple[str, Decimal]], title: str, width: int = 52
         color = _PALETTE[i % len(_PALETTE)]
         short = name if len(name) <= 24 else name[:23] + "…"
         bars.append(
-            f'<g class="series"><title>{_e(name)}: {_e(_money(value))}</title>'
+            f'<g class="series"><title>{_e(name)}: {_e(format_dollars(value))}</title>'
             f'<text x="{label_w - 8}" y="{y + 17}" text-anchor="end">{_e(short)}</text>'
             f'<rect x="{label_w}" y="{y + 4}" width="{max(w, 1.0):.1f}" height="{row - 8}" rx="3" fill="{color}"/>'
-            f'<text x="{label_w + w + 6:.1f}" y="{y + 17}" class="value">{_e(_money(value))}</text></g>'
+            f'<text x="{label_w + w + 6:.1f}" y="{y + 17}" class="value">{_e(format_dollars(value))}</text></g>'
         )
     return (
         f'<svg class="chart chart-models" width="{width}" height="{height}" role="img" '
@@ -125,7 +116,7 @@ def time_chart_svg(points: list[tuple[str, Decimal]], title: str, width: int = 5
     bar_w = min(max(4.0, step * 0.7), 48.0)
     parts = [
         f'<line x1="{left}" y1="{top_pad + plot_h}" x2="{width - 4}" y2="{top_pad + plot_h}" stroke="#9ca3af"/>',
-        f'<text x="{left - 6}" y="{top_pad + 10}" text-anchor="end" class="axis">{_e(_money(top))}</text>',
+        f'<text x="{left - 6}" y="{top_pad + 10}" text-anchor="end" class="axis">{_e(format_dollars(top))}</text>',
         f'<text x="{left - 6}" y="{top_pad + plot_h}" text-anchor="end" class="axis">$0</text>',
     ]
     for i, (label, value) in enumerate(points):
@@ -133,7 +124,7 @@ def time_chart_svg(points: list[tuple[str, Decimal]], title: str, width: int = 5
         x = left + i * step + (step - bar_w) / 2
         y = top_pad + plot_h - h
         parts.append(
-            f'<g class="series"><title>{_e(label)}: {_e(_money(value))}</title>'
+            f'<g class="series"><title>{_e(label)}: {_e(format_dollars(value))}</title>'
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{max(h, 1.0):.1f}" rx="2" fill="#2563eb"/></g>'
         )
         if len(points) <= 8 or i % max(1, len(points) // 7) == 0:
@@ -250,10 +241,10 @@ def _project_section(
             f'<tr class="user-row" data-user="{_e(user)}">'
             f'<td class="user">{_e(user)}</td>'
             f"<td>{bar_svg(status.spent, status.held, budget.limit)}</td>"
-            f'<td class="num">{_e(_money(status.spent))}</td>'
-            f'<td class="num">{_e(_money(status.held))}</td>'
-            f'<td class="num">{_e(_money(budget.limit))}</td>'
-            f'<td class="num">{_e(_money(status.remaining))}</td>'
+            f'<td class="num">{_e(format_dollars(status.spent))}</td>'
+            f'<td class="num">{_e(format_dollars(status.held))}</td>'
+            f'<td class="num">{_e(format_dollars(budget.limit))}</td>'
+            f'<td class="num">{_e(format_dollars(status.remaining))}</td>'
             f"<td>{_e(budget.period.describe() or 'lifetime')}</td>"
             f"<td>{_e(_when(status.resets_at))}</td></tr>"
         )
@@ -267,8 +258,8 @@ def _project_section(
     )
     return (
         f'<section class="project" data-project="{_e(project)}">{heading}'
-        f'<p class="summary">{len(users)} user(s) · spent {_e(_money(total))} · '
-        f"held {_e(_money(held))} in current windows</p>"
+        f'<p class="summary">{len(users)} user(s) · spent {_e(format_dollars(total))} · '
+        f"held {_e(format_dollars(held))} in current windows</p>"
         '<table class="budgets"><thead><tr><th>User</th><th>Budget</th><th>Spent</th>'
         "<th>Held</th><th>Limit</th><th>Remaining</th><th>Period</th><th>Resets</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
@@ -344,7 +335,7 @@ def project_page(request: Request, project: str) -> Response:
 @dashboard_router.get("/spend")
 def spend_log_page(request: Request) -> Response:
     """The gateway's spend log: the latest requests, newest first."""
-    from llmbudget.gateway.spendlog import SPEND_LOG_KIND, render_spend_table
+    from llmbudget.gateway.spendlog import SPEND_LOG_KIND, render_spend_table, spend_row
 
     state = get_state(request)
     if not _authorized(state, request):
@@ -353,10 +344,7 @@ def spend_log_page(request: Request) -> Response:
     if not entries:
         body = '<h1>Gateway requests</h1><p class="empty">No gateway requests yet.</p>'
         return _page("Gateway requests", body)
-    rows = [
-        {**entry.data, "at": datetime.fromtimestamp(entry.at, UTC).isoformat(timespec="seconds")}
-        for entry in entries
-    ]
+    rows = [spend_row(entry.at, entry.data, timespec="seconds") for entry in entries]
     title = f"<h1>Gateway requests</h1><p>The latest {len(rows)}, newest first.</p>"
     return _page("Gateway requests", title + render_spend_table(rows))
 

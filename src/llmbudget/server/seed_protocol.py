@@ -71,7 +71,7 @@ from llmbudget.budgets import Budget, BudgetStatus, scope_key
 from llmbudget.clock import Clock
 from llmbudget.errors import InvalidAmountError, InvalidInputError, StoreUnavailableError
 from llmbudget.ledger import Ledger
-from llmbudget.money import UNITS_PER_DOLLAR, from_units, to_money
+from llmbudget.money import UNITS_PER_DOLLAR, format_money, from_units, to_money
 from llmbudget.periods import Period
 from llmbudget.stores.base import BudgetRecord, Line, Store
 
@@ -314,8 +314,8 @@ class SeedProtocol:
             # the stale copy it posts back with every update.
             "total_budget": record["total_budget"],
             "duration": days,
-            "current_cost": str(status.spent),
-            "model_cost": {m: str(v) for m, v in status.by_model.items()},
+            "current_cost": format_money(status.spent),
+            "model_cost": {m: format_money(v) for m, v in status.by_model.items()},
             "last_updated_at": last,
         }
         return record
