@@ -465,3 +465,102 @@ def test_sdk_two_different_output_caps_are_refused_before_sending(
         )
     body = fake.last("/v1/chat/completions").body
     assert body.get("max_tokens") == 30 and "max_completion_tokens" not in body
+
+
+# --------------------------------------------------------------------------- every SDK path
+
+
+def test_raw_streams_are_charged_their_real_usage(fake: FakeLLMServer, oai: openai.OpenAI) -> None:
+    """with_raw_response and with_streaming_response streams (the path LiteLLM takes) are
+    metered from the HTTP body, whoever reads it and however."""
+    with budget(max_usd="0.005") as b:
+        raw = oai.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=HI, stream=True
+        )
+        chunks = list(raw.parse())
+        assert all(c.choices for c in chunks)  # the usage chunk we asked for stays hidden
+        with oai.chat.completions.with_streaming_response.create(
+            model="gpt-4o", messages=HI, stream=True
+        ) as response:
+            lines = list(response.iter_lines())
+        assert any('"content":' in line for line in lines)
+        assert not any('"usage": {' in line or '"usage":{' in line for line in lines)
+        assert b.held == 0
+    assert b.spent == 2 * GPT4O_CALL
+    assert fake.count("/v1/chat/completions") == 2
+
+
+async def test_async_raw_streams_are_charged_their_real_usage(fake: FakeLLMServer) -> None:
+    client = openai.AsyncOpenAI(base_url=fake.openai_url, api_key="x", max_retries=0)
+    async with budget(max_usd=1) as b:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=HI, stream=True
+        )
+        stream = raw.parse()
+        text = "".join([c.choices[0].delta.content or "" async for c in stream])
+        async with client.chat.completions.with_streaming_response.create(
+            model="gpt-4o", messages=HI, stream=True
+        ) as response:
+            lines = [line async for line in response.iter_lines()]
+    assert text == "Hello from the fake server" and lines
+    assert b.spent == 2 * GPT4O_CALL and b.held == 0
+
+
+def test_stream_helpers_are_charged(
+    fake: FakeLLMServer, oai: openai.OpenAI, claude: anthropic.Anthropic
+) -> None:
+    with budget(max_usd=1) as b:
+        with oai.responses.stream(model="gpt-4o", input="hi") as stream:
+            assert stream.get_final_response().output_text == "Hello from the fake server"
+        with claude.messages.stream(model=HAIKU, max_tokens=100, messages=HI) as events:
+            assert events.get_final_text() == "Hello from the fake server"
+        with oai.chat.completions.stream(model="gpt-4o", messages=HI) as chat:
+            assert chat.get_final_completion().choices[0].message.content
+    assert b.spent == 2 * GPT4O_CALL + HAIKU_CALL and b.held == 0
+
+
+def test_a_refusal_on_any_path_sends_nothing(fake: FakeLLMServer, oai: openai.OpenAI) -> None:
+    with budget(max_usd="0.00001") as b:
+        for attempt in (
+            lambda: oai.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=HI, stream=True
+            ),
+            lambda: oai.responses.stream(model="gpt-4o", input="hi").__enter__(),
+            lambda: oai.embeddings.create(model="text-embedding-3-small", input="x" * 40_000),
+        ):
+            with pytest.raises(BudgetExceededError):
+                attempt()
+    assert fake.count() == 0 and b.spent == 0 and b.held == 0
+
+
+def test_requests_that_cannot_be_metered_are_refused_inside_a_block(
+    fake: FakeLLMServer, oai: openai.OpenAI
+) -> None:
+    with budget(max_usd=1):
+        with pytest.raises(InvalidRequestError, match="cannot budget"):
+            oai.images.generate(model="gpt-image-1", prompt="a cat")
+        with pytest.raises(InvalidRequestError, match="background"):
+            oai.responses.create(model="gpt-4o", input="hi", background=True)
+        with pytest.raises(openai.NotFoundError):  # free: passed on (the fake has no route)
+            oai.moderations.create(input="hi")
+    assert fake.count("/v1/moderations") == 1
+    assert fake.count("/v1/images/generations") == 0
+    assert fake.count("/v1/responses") == 0
+
+
+def test_a_stream_dropped_unread_is_charged_when_collected(
+    fake: FakeLLMServer, oai: openai.OpenAI
+) -> None:
+    import gc
+
+    fake.pause_stream_after = 1
+    with budget(max_usd=1) as b:
+        stream = oai.chat.completions.create(
+            model="gpt-4o", messages=HI, stream=True, max_tokens=50
+        )
+        assert b.held > 0
+        del stream
+        gc.collect()
+        fake.resume.set()
+        assert b.held == 0
+        assert b.spent > GPT4O_CALL  # its reservation: the provider may have billed more

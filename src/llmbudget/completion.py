@@ -23,8 +23,7 @@ The result is the OpenAI SDK's ``ChatCompletion`` (Anthropic's answers are conve
 it), with ``_hidden_params["response_cost"]`` the ``Decimal`` dollars charged (also
 :func:`response_cost`). ``stream=True`` returns a :class:`CompletionStream` of
 ``ChatCompletionChunk`` objects whose ``cost`` is set once it ends. ``mock_response``
-answers from a local transport inside the SDK, so a mocked call is metered exactly as a
-real one. :func:`acompletion` is the same call for asyncio.
+answers without calling anything, metered as a real call (reserved, capped, charged). :func:`acompletion` is the same call for asyncio.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import threading
 import weakref
 from collections import OrderedDict
@@ -45,21 +43,25 @@ from typing import Any, NoReturn
 from llmbudget.errors import InvalidInputError, LLMBudgetError
 from llmbudget.global_budget import global_group
 from llmbudget.manager import BudgetManager
-from llmbudget.metering import DEFAULT_OUTPUT_CAP
+from llmbudget.metering import DEFAULT_OUTPUT_CAP, Api, describe
+from llmbudget.plans import Plan, run_async, run_sync
 from llmbudget.pricing import PriceBook
 from llmbudget.providers import ProviderAuthError, Route, map_sdk_error, resolve
 from llmbudget.reservations import ScopeGroup
 from llmbudget.responses import (
     AnthropicChunks,
     AttrDict,
-    MockFailureError,
+    anthropic_events,
     anthropic_request,
     anthropic_to_openai,
     build_chunk,
     build_completion,
-    mock_transport_handler,
+    mock_anthropic_message,
+    mock_chunks,
+    mock_completion,
+    truncate_to_tokens,
 )
-from llmbudget.sdk_patch import MeteredCall, metered_call
+from llmbudget.sdk_patch import MeteredCall, meter_for, metered_call
 
 __all__ = [
     "AsyncCompletionStream",
@@ -87,7 +89,6 @@ _OWN = {
 }
 # Retries when the caller gives no max_retries (the SDKs' own default).
 _DEFAULT_RETRIES = 2
-_CAP_FIELDS = ("max_tokens", "max_completion_tokens")
 _TIMEOUT_DEFAULT = 600.0
 
 
@@ -128,8 +129,8 @@ def _prepare(model: str, messages: object, kwargs: dict[str, Any]) -> _Request:
     stream = bool(params.pop("stream", False))
     options = params.get("stream_options") or {}
     mock = kwargs.get("mock_response")
-    _require_sdk(route)
     if mock is None:
+        _require_sdk(route)
         _require_key(route)
     manager = kwargs.get("budget_manager")
     if manager is not None and not isinstance(manager, BudgetManager):
@@ -212,39 +213,26 @@ _SIGNATURES: dict[str, frozenset[str]] = {}
 
 def _client_key(req: _Request) -> tuple[Any, ...]:
     route = req.route
-    mock = req.mock is not None
     return (
         route.provider.kind,
         route.base_url,
         route.api_key,
         route.api_version,
         req.timeout,
-        mock,
+        req.retries,
     )
-
-
-def _transport_module(package: str) -> Any:
-    # Newer SDKs are built on httpx2, older ones on httpx: the mock transport must be the
-    # SDK's own kind.
-    base = __import__(f"{package}._base_client", fromlist=["SyncAPIClient"])
-    return getattr(base, "httpx2", None) or base.httpx
 
 
 def _new_client(req: _Request, asynchronous: bool) -> Any:
     route = req.route
-    package = "anthropic" if req.kind == "anthropic" else "openai"
+    # max_retries: the patch makes each retry an attempt reserved and charged on its own.
     options: dict[str, Any] = {
         "timeout": req.timeout or _TIMEOUT_DEFAULT,
-        "max_retries": _DEFAULT_RETRIES,
+        "max_retries": req.retries,
     }
     if route.provider.extra_headers:
         options["default_headers"] = dict(route.provider.extra_headers)
-    if req.mock is not None:
-        httpx = _transport_module(package)
-        transport = httpx.MockTransport(mock_transport_handler(req.kind, httpx))
-        client_cls = httpx.AsyncClient if asynchronous else httpx.Client
-        options["http_client"] = client_cls(transport=transport)
-    key = route.api_key or "mock-key"
+    key = route.api_key
     if req.kind == "anthropic":
         import anthropic
 
@@ -306,28 +294,26 @@ def _accepted(kind: str) -> frozenset[str]:
     return names
 
 
+def _body(req: _Request) -> dict[str, Any]:
+    """The request as the provider's API reads it (before the meter's cap)."""
+    params = dict(req.params)
+    if req.kind == "anthropic":
+        body = anthropic_request(req.messages, params)
+    else:
+        body = {"messages": req.messages, **params}
+    body["model"] = req.route.model
+    if req.stream:
+        body["stream"] = True
+    return body
+
+
 def _arguments(req: _Request, metering: MeteredCall) -> dict[str, Any]:
     """Keyword arguments for the SDK's ``create`` (the output cap is the meter's)."""
-    params = dict(req.params)
-    if req.kind == "anthropic" and all(params.get(k) is None for k in _CAP_FIELDS):
+    arguments = _body(req)
+    if req.kind == "anthropic" and arguments.get("max_tokens") is None:
         # The SDK refuses a call without max_tokens; the meter replaces this one.
-        params["max_tokens"] = DEFAULT_OUTPUT_CAP
+        arguments["max_tokens"] = DEFAULT_OUTPUT_CAP
         metering.placeholder_cap = True
-    if isinstance(req.mock, BaseException):
-        params["extra_headers"] = {**(params.get("extra_headers") or {}), "x-mock-error": "1"}
-    elif req.mock is not None:
-        params["extra_headers"] = {
-            **(params.get("extra_headers") or {}),
-            "x-mock-response": json.dumps(str(req.mock)),
-            "x-mock-pricing-model": req.pricing_model,
-        }
-    if req.kind == "anthropic":
-        arguments = anthropic_request(req.messages, params)
-    else:
-        arguments = {"messages": req.messages, **params}
-    arguments["model"] = req.route.model
-    if req.stream:
-        arguments["stream"] = True
     accepted = _accepted("anthropic" if req.kind == "anthropic" else "openai")
     unknown = {k: arguments.pop(k) for k in list(arguments) if k not in accepted}
     if unknown:
@@ -342,9 +328,7 @@ def _create(client: Any, req: _Request, metering: MeteredCall) -> Any:
 
 
 def _mapped(exc: BaseException, req: _Request) -> BaseException:
-    """The error to raise for ``exc``: a mocked failure as given, an SDK error typed."""
-    if isinstance(exc, MockFailureError) and isinstance(req.mock, BaseException):
-        return req.mock
+    """The error to raise for ``exc``: an SDK error as a typed :class:`ProviderError`."""
     mapped = map_sdk_error(exc, req.route.provider.name)
     return exc if mapped is None else mapped
 
@@ -353,8 +337,6 @@ def _reraise(exc: Exception, req: _Request) -> NoReturn:
     mapped = _mapped(exc, req)
     if mapped is exc:
         raise exc
-    if isinstance(exc, MockFailureError):
-        raise mapped from None
     raise mapped from exc
 
 
@@ -376,6 +358,7 @@ def _hidden(req: _Request, meter: Any) -> dict[str, Any]:
 
 
 def _finish(raw: Any, req: _Request, metering: MeteredCall) -> Any:
+    """The response the caller gets: OpenAI's shape, with ``_hidden_params``."""
     meter = metering.meters[-1] if metering.meters else None
     if req.kind == "anthropic":
         response = build_completion(anthropic_to_openai(raw, req.route.model))
@@ -398,6 +381,54 @@ def response_cost(response: object) -> Decimal | None:
     return None
 
 
+# --------------------------------------------------------------------------- mocks
+
+
+def _plan_mock(req: _Request, metering: MeteredCall) -> Plan[Any]:
+    """A mocked call, metered as a real one: described, reserved (a refusal raises), cut
+    to the cap it would have been sent with, and charged its usage; a mocked failure is
+    released, as an error answer is, and raised."""
+    api: Api = "messages" if req.kind == "anthropic" else "chat"
+    meter = meter_for(describe(api, _body(req), req.pricing_model), metering)
+    yield from meter.plan_open()
+    if isinstance(req.mock, BaseException):
+        yield from meter.plan_release("mock_failure")
+        raise req.mock
+    call = meter.call
+    text, output, cut = truncate_to_tokens(
+        str(req.mock), call.counter, meter.cap or call.requested_cap
+    )
+    model = req.route.model
+    if req.kind == "anthropic":
+        message = mock_anthropic_message(
+            model, text, input_tokens=call.prompt_tokens, output_tokens=output,
+            stop_reason="max_tokens" if cut else "end_turn",
+        )  # fmt: skip
+        yield from meter.plan_close(message["usage"], finished=True)
+        return anthropic_events(message) if req.stream else message
+    shape: dict[str, Any] = {
+        "prompt_tokens": call.prompt_tokens,
+        "completion_tokens": output,
+        "finish_reason": "length" if cut else "stop",
+    }
+    data = mock_completion(model, text, **shape)
+    yield from meter.plan_close(data["usage"], finished=True)
+    if req.stream:
+        chunks = mock_chunks(model, text, **shape)
+        return chunks if req.wants_usage else chunks[:-1]
+    return data
+
+
+def _mocked(
+    req: _Request, metering: MeteredCall, raw: Any, stream_cls: type[_StreamBase] | None = None
+) -> Any:
+    if req.stream:
+        return (stream_cls or CompletionStream)(raw, req, metering)
+    if req.kind == "anthropic":
+        return _finish(raw, req, metering)
+    return _finish(build_completion(raw), req, metering)
+
+
 # --------------------------------------------------------------------------- streams
 
 
@@ -415,7 +446,7 @@ class _StreamBase:
 
     def _chunks(self, event: Any) -> list[Any]:
         if self._anthropic is None:
-            return [event]
+            return [build_chunk(event) if isinstance(event, Mapping) else event]
         return [build_chunk(shape) for shape in self._anthropic.chunks(event)]
 
     @property
@@ -465,7 +496,12 @@ class CompletionStream(_StreamBase):
                 raise
             raise mapped from exc
         finally:
-            self._raw.close()
+            self._close_raw()
+
+    def _close_raw(self) -> None:
+        close = getattr(self._raw, "close", None)
+        if callable(close):
+            close()
 
     def __iter__(self) -> CompletionStream:
         return self
@@ -476,7 +512,7 @@ class CompletionStream(_StreamBase):
     def close(self) -> None:
         """Stop reading; the call is charged (see the class doc)."""
         self._iterator.close()
-        self._raw.close()
+        self._close_raw()
 
     def __enter__(self) -> CompletionStream:
         return self
@@ -499,6 +535,11 @@ class AsyncCompletionStream(_StreamBase):
 
     async def _run(self) -> AsyncGenerator[Any, None]:
         try:
+            if isinstance(self._raw, list):  # a mocked stream
+                for event in self._raw:
+                    for chunk in self._chunks(event):
+                        yield chunk
+                return
             async for event in self._raw:
                 for chunk in self._chunks(event):
                     yield chunk
@@ -510,7 +551,14 @@ class AsyncCompletionStream(_StreamBase):
                 raise
             raise mapped from exc
         finally:
-            await self._raw.close()
+            await self._close_raw()
+
+    async def _close_raw(self) -> None:
+        close = getattr(self._raw, "close", None)
+        if callable(close):
+            result = close()
+            if inspect.isawaitable(result):
+                await result
 
     def __aiter__(self) -> AsyncCompletionStream:
         return self
@@ -521,7 +569,7 @@ class AsyncCompletionStream(_StreamBase):
     async def aclose(self) -> None:
         """Stop reading; the call is charged."""
         await self._iterator.aclose()
-        await self._raw.close()
+        await self._close_raw()
 
     async def __aenter__(self) -> AsyncCompletionStream:
         return self
@@ -557,7 +605,9 @@ def completion(model: str, messages: Sequence[Any], **kwargs: Any) -> Any:
     """
     req = _prepare(model, messages, kwargs)
     metering = _metering(req)
-    client = _sync_client(req).with_options(max_retries=req.retries)
+    if req.mock is not None:
+        return _mocked(req, metering, run_sync(_plan_mock(req, metering)))
+    client = _sync_client(req)
     with metered_call(metering):
         try:
             raw = _create(client, req, metering)
@@ -581,7 +631,14 @@ async def acompletion(model: str, messages: Sequence[Any], **kwargs: Any) -> Any
     """
     req = _prepare(model, messages, kwargs)
     metering = _metering(req)
-    client = _async_client(req).with_options(max_retries=req.retries)
+    if req.mock is not None:
+        return _mocked(
+            req,
+            metering,
+            await run_async(_plan_mock(req, metering)),
+            stream_cls=AsyncCompletionStream,
+        )
+    client = _async_client(req)
     with metered_call(metering):
         try:
             raw = await _create(client, req, metering)

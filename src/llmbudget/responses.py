@@ -17,18 +17,17 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llmbudget.errors import InvalidInputError
 from llmbudget.fields import as_dict as _as_dict
 from llmbudget.fields import get as _get
-from llmbudget.metering.billing import not_sent
 
 __all__ = [
     "AnthropicChunks",
     "AttrDict",
-    "MockFailureError",
+    "anthropic_events",
     "anthropic_request",
     "anthropic_to_openai",
     "anthropic_usage_to_openai",
@@ -37,7 +36,6 @@ __all__ = [
     "mock_anthropic_message",
     "mock_chunks",
     "mock_completion",
-    "mock_transport_handler",
     "truncate_to_tokens",
 ]
 
@@ -508,26 +506,7 @@ class AnthropicChunks:
         return []
 
 
-# --------------------------------------------------------------------------- mock transport
-
-
-class MockFailureError(Exception):
-    """Raised by the mock transport for ``mock_response=<an exception>``: raised before
-    anything could be billed (its hold is released); ``completion()`` re-raises the
-    exception that was given."""
-
-    def __init__(self) -> None:
-        super().__init__("mocked failure")
-        not_sent(self)
-
-
-def _sse(events: list[tuple[str | None, Any]]) -> bytes:
-    out = []
-    for name, data in events:
-        head = f"event: {name}\n" if name else ""
-        payload = data if isinstance(data, str) else json.dumps(data)
-        out.append(f"{head}data: {payload}\n\n")
-    return "".join(out).encode("utf-8")
+# --------------------------------------------------------------------------- Anthropic mocks
 
 
 def mock_anthropic_message(
@@ -546,93 +525,27 @@ def mock_anthropic_message(
     }
 
 
-def _anthropic_events(message: dict[str, Any]) -> list[tuple[str | None, Any]]:
+def anthropic_events(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stream events an Anthropic ``message`` arrives in (each event's SSE name is its
+    ``type``)."""
     text = message["content"][0]["text"]
     usage = message["usage"]
     start = {**message, "content": [], "stop_reason": None,
              "usage": {"input_tokens": usage["input_tokens"], "output_tokens": 1}}  # fmt: skip
-    events: list[tuple[str | None, Any]] = [
-        ("message_start", {"type": "message_start", "message": start}),
-        (
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
-        ),
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": start},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
     ]
     for piece in re.findall(r"\s*\S+|\s+$", text):
         delta = {"type": "text_delta", "text": piece}
-        events.append(
-            ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
-        )
+        events.append({"type": "content_block_delta", "index": 0, "delta": delta})
     events += [
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        (
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                "usage": {"output_tokens": usage["output_tokens"]},
-            },
-        ),
-        ("message_stop", {"type": "message_stop"}),
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": usage["output_tokens"]},
+        },
+        {"type": "message_stop"},
     ]
     return events
-
-
-def mock_transport_handler(kind: str, httpx: Any) -> Callable[[Any], Any]:
-    """A handler for ``httpx.MockTransport`` answering as the provider would: the text of
-    the request's ``x-mock-response`` header, cut to the output cap the request carries,
-    with usage counted offline (for the ``x-mock-pricing-model`` model) — or, with
-    ``x-mock-error``, a :class:`MockFailureError`."""
-
-    def handle(request: Any) -> Any:
-        if request.headers.get("x-mock-error"):
-            raise MockFailureError()
-        from llmbudget.tokens import count_message_tokens
-
-        body = json.loads(request.content or b"{}")
-        text = json.loads(request.headers.get("x-mock-response", '""'))
-        model = str(body.get("model", ""))
-        counter = request.headers.get("x-mock-pricing-model") or model
-        limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        reply, output, cut = truncate_to_tokens(text, counter, limit)
-        stream = bool(body.get("stream"))
-        if kind == "anthropic":
-            prompt = list(body.get("messages") or [])
-            if body.get("system"):
-                prompt.insert(0, {"role": "system", "content": body["system"]})
-            message = mock_anthropic_message(
-                model,
-                reply,
-                input_tokens=count_message_tokens(prompt, counter, tools=body.get("tools")),
-                output_tokens=output,
-                stop_reason="max_tokens" if cut else "end_turn",
-            )
-            if stream:
-                return httpx.Response(
-                    200, content=_sse(_anthropic_events(message)), headers=_SSE_HEADERS
-                )
-            return httpx.Response(200, json=message)
-        shape: dict[str, Any] = {
-            "prompt_tokens": count_message_tokens(
-                body.get("messages") or [], counter, tools=body.get("tools")
-            ),
-            "completion_tokens": output,
-            "finish_reason": "length" if cut else "stop",
-        }
-        if stream:
-            chunks = mock_chunks(model, reply, **shape)
-            if not (body.get("stream_options") or {}).get("include_usage"):
-                chunks = chunks[:-1]
-            events: list[tuple[str | None, Any]] = [(None, c) for c in chunks]
-            events.append((None, "[DONE]"))
-            return httpx.Response(200, content=_sse(events), headers=_SSE_HEADERS)
-        return httpx.Response(200, json=mock_completion(model, reply, **shape))
-
-    return handle
-
-
-_SSE_HEADERS = {"content-type": "text/event-stream"}

@@ -32,6 +32,7 @@ import contextlib
 import contextvars
 import functools
 import logging
+import sys
 import threading
 import weakref
 import zlib
@@ -41,10 +42,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llmbudget.blocks import active_blocks, bypassed
-from llmbudget.errors import InvalidRequestError, UnknownModelError
+from llmbudget.errors import InvalidRequestError, LLMBudgetError, UnknownModelError
 from llmbudget.metering import (
     API_CAP_FIELDS,
     Api,
+    BillableCall,
     BodyWatcher,
     Meter,
     describe,
@@ -56,7 +58,7 @@ from llmbudget.pricing import ModelPrice, PriceBook
 from llmbudget.reservations import ScopeGroup
 from llmbudget.retrying import plan_attempts, retry_delay
 
-__all__ = ["MeteredCall", "metered_call", "patches"]
+__all__ = ["MeteredCall", "meter_for", "metered_call", "patches"]
 
 logger = logging.getLogger(__name__)
 
@@ -336,6 +338,15 @@ def _prepare(sdk: str, client: Any, options: Any, stream: bool) -> _Request | No
         for name in API_CAP_FIELDS[api]:
             body.pop(name, None)
     call = describe(api, {**body, "stream": stream or bool(body.get("stream"))}, context.tokenizer)
+    meter = meter_for(call, context)
+    hide = needs_usage_request(api, call.stream) and not call.wants_usage
+    return _Request(meter, api, body, _cap_field(api, client), hide)
+
+
+def meter_for(call: BillableCall, context: MeteredCall | None = None) -> Meter:
+    """The meter of ``call`` within the enclosing ``budget()`` blocks and ``context``'s
+    budgets, priced by ``context``'s prices or the innermost block's (else the default)."""
+    context = context or MeteredCall()
     blocks = active_blocks()
     book = (
         context.prices
@@ -353,8 +364,7 @@ def _prepare(sdk: str, client: Any, options: Any, stream: bool) -> _Request | No
         on_settled=[block.record for block in blocks],
     )
     context.meters.append(meter)
-    hide = needs_usage_request(api, call.stream) and not call.wants_usage
-    return _Request(meter, api, body, _cap_field(api, client), hide)
+    return meter
 
 
 def _keyed(client: Any, options: Any) -> Any:
@@ -418,6 +428,7 @@ def _request_plan(sdk: str, client: Any, options: Any, stream: bool) -> Plan[Any
     return plan_attempts(_max_retries(client, options) + 1, attempt, delay_for)
 
 
+@functools.cache
 def _sync_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
     @functools.wraps(original)
     def request(self: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
@@ -430,6 +441,7 @@ def _sync_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
     return request
 
 
+@functools.cache
 def _async_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]:
     @functools.wraps(original)
     async def request(self: Any, cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
@@ -446,6 +458,7 @@ def _async_request(original: Callable[..., Any], sdk: str) -> Callable[..., Any]
     return request
 
 
+@functools.cache
 def _process(original: Callable[..., Any]) -> Callable[..., Any]:
     # One wrapper for both clients: the async original's coroutine is returned as is.
     @functools.wraps(original)
@@ -463,6 +476,48 @@ def _process(original: Callable[..., Any]) -> Callable[..., Any]:
 # --------------------------------------------------------------------------- patching
 
 
+def _budget_error_in(error: BaseException | None) -> LLMBudgetError | None:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, LLMBudgetError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@functools.cache
+def _passing_budget_errors(map_exception: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(map_exception)
+    def exception_type(*args: Any, **kwargs: Any) -> Any:
+        original = kwargs.get("original_exception", args[1] if len(args) > 1 else None)
+        ours = _budget_error_in(original) if isinstance(original, BaseException) else None
+        return ours if ours is not None else map_exception(*args, **kwargs)
+
+    exception_type.__llmbudget_original__ = map_exception  # type: ignore[attr-defined]
+    return exception_type
+
+
+def _litellm_targets() -> list[tuple[Any, str]]:
+    """Where LiteLLM keeps its exception mapper: every loaded ``litellm`` module that
+    imported ``exception_type`` by name (it wraps errors from the SDKs it calls in its
+    own, so a refusal would reach its caller as ``litellm.InternalServerError``)."""
+
+    def unwrapped(value: Any) -> Any:
+        return getattr(value, "__llmbudget_original__", value)
+
+    mapping = sys.modules.get("litellm.litellm_core_utils.exception_mapping_utils")
+    original = unwrapped(getattr(mapping, "exception_type", None))
+    if original is None:
+        return []
+    return [
+        (module, "exception_type")
+        for name, module in list(sys.modules.items())
+        if name.startswith("litellm")
+        and unwrapped(getattr(module, "exception_type", None)) is original
+    ]
+
+
 class _Patches:
     """Reference-counted patching of the SDK clients' ``request`` and
     ``_process_response`` methods."""
@@ -470,15 +525,21 @@ class _Patches:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._count = 0
-        self._saved: list[tuple[type, str, Callable[..., Any]]] = []
+        self._saved: list[tuple[Any, str, Callable[..., Any]]] = []
+        self._missing: set[str] = set()
 
     def _targets(self) -> list[tuple[type, str, bool]]:
+        # Imported here, not only patched if already imported: code inside the block may
+        # import the SDK after entering it.
         found: list[tuple[type, str, bool]] = []
         for sdk in ("openai", "anthropic"):
+            if sdk in self._missing:
+                continue
             try:
                 module = __import__(f"{sdk}._base_client", fromlist=["SyncAPIClient"])
             except ImportError:
-                continue  # an SDK that is not installed needs no patch
+                self._missing.add(sdk)  # an SDK that is not installed needs no patch
+                continue
             found.append((module.SyncAPIClient, sdk, False))
             found.append((module.AsyncAPIClient, sdk, True))
         return found
@@ -498,6 +559,10 @@ class _Patches:
                 ):
                     setattr(cls, name, wrapper)
                     self._saved.append((cls, name, original))
+            for module, name in _litellm_targets():
+                original = getattr(module, name)
+                setattr(module, name, _passing_budget_errors(original))
+                self._saved.append((module, name, original))
 
     def release(self) -> None:
         with self._lock:
@@ -505,7 +570,7 @@ class _Patches:
             if self._count > 0:
                 return
             for cls, name, original in self._saved:
-                current = cls.__dict__.get(name)
+                current = vars(cls).get(name)
                 if getattr(current, "__llmbudget_original__", None) is original:
                     setattr(cls, name, original)
                 else:  # someone patched over us since: leave their patch in place

@@ -390,31 +390,29 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         def events() -> Iterator[tuple[str | None, Any]]:
+            # The event sequence of OpenAI's Responses streams (what responses.stream()
+            # helpers check): item and part added before deltas, done after.
+            seq = iter(range(10_000))
+
+            def event(kind: str, **data: Any) -> tuple[str, Any]:
+                return kind, {"type": kind, "sequence_number": next(seq), **data}
+
             created = {**response, "status": "in_progress", "output": [], "usage": None}
-            yield (
-                "response.created",
-                {
-                    "type": "response.created",
-                    "sequence_number": 0,
-                    "response": created,
-                },
-            )
-            for seq, piece in enumerate(_pieces(words), start=1):
-                yield (
-                    "response.output_text.delta",
-                    {
-                        "type": "response.output_text.delta",
-                        "sequence_number": seq,
-                        "item_id": message["id"],
-                        "output_index": 0,
-                        "content_index": 0,
-                        "delta": piece,
-                        "logprobs": [],
-                    },
-                )
+            yield event("response.created", response=created)
+            yield event("response.in_progress", response=created)
+            item = {**message, "status": "in_progress", "content": []}
+            yield event("response.output_item.added", output_index=0, item=item)
+            part = {"type": "output_text", "text": "", "annotations": []}
+            where = {"item_id": message["id"], "output_index": 0, "content_index": 0}
+            yield event("response.content_part.added", **where, part=part)
+            for piece in _pieces(words):
+                yield event("response.output_text.delta", **where, delta=piece, logprobs=[])
+            yield event("response.output_text.done", **where, text=text, logprobs=[])
+            yield event("response.content_part.done", **where, part=message["content"][0])
+            yield event("response.output_item.done", output_index=0, item=message)
             done = response if self.fake.stream_usage else {**response, "usage": None}
             kind = "response.completed" if finish == "stop" else "response.incomplete"
-            yield kind, {"type": kind, "sequence_number": len(words) + 1, "response": done}
+            yield event(kind, response=done)
 
         self._sse(events())
 

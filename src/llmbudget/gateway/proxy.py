@@ -488,6 +488,7 @@ class Gateway:
             self.router.finished(dep)
             if end.failed:
                 self.router.failed(dep, None)
+            watcher.close()  # reads what is left (a no-op after a normal end)
             tracker = watcher.tracker
             if end.disconnected:
                 status = "client_disconnected"

@@ -24,7 +24,9 @@ b''
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -190,6 +192,28 @@ def _block_text(block: object, parts: list[str]) -> None:
         parts.append(json.dumps(get(block, "input") or {}, default=str))
 
 
+_MAX_DEFERRED = 1 << 20
+_NO_FINISH = re.compile(rb'"finish_reason":\s*null')
+_EAGER = (
+    b'"usage"',
+    b'"error"',
+    b"message_start",
+    b"message_delta",
+    b"content_block_start",
+    b"response.completed",
+    b"response.incomplete",
+    b"response.failed",
+)
+
+
+def _may_matter(data: bytes) -> bool:
+    """Whether an event may carry usage, a finish, an error or structure (so it is parsed
+    now); plain text deltas are not."""
+    if any(mark in data for mark in _EAGER):
+        return True
+    return b'"finish_reason"' in data and _NO_FINISH.search(data) is None
+
+
 class BodyWatcher:
     """Watches an HTTP response body in bytes (see the module doc). ``sse`` selects
     server-sent events; otherwise the body is one JSON document, read at :meth:`close`."""
@@ -200,6 +224,10 @@ class BodyWatcher:
         self.tracker = Tracker()
         self._buffer = b""
         self._body: list[bytes] = []
+        # Events that can carry only generated text (deltas), kept unparsed: their text is
+        # needed only if the stream ends without usage, which is rare.
+        self._deferred: list[bytes] = []
+        self._deferred_bytes = 0
         self.closed = False
 
     def feed(self, data: bytes) -> bytes:
@@ -233,9 +261,20 @@ class BodyWatcher:
             self._body.clear()
             return b""
         rest, self._buffer = self._buffer, b""
-        if rest.strip() and self._event(rest):
-            return rest + b"\n\n"
-        return b""
+        out = rest + b"\n\n" if rest.strip() and self._event(rest) else b""
+        if self.tracker.usage is None:
+            self._read_deferred()
+        self._deferred.clear()
+        return out
+
+    def _read_deferred(self) -> None:
+        for data in self._deferred:
+            with contextlib.suppress(ValueError):
+                doc = json.loads(data)
+                if isinstance(doc, Mapping):
+                    self.tracker.observe(doc)
+        self._deferred.clear()
+        self._deferred_bytes = 0
 
     def _document(self, body: bytes) -> None:
         try:
@@ -256,6 +295,12 @@ class BodyWatcher:
             self._document(event)
             return True
         if not data or data == b"[DONE]":
+            return True
+        if not _may_matter(data):
+            self._deferred.append(data)
+            self._deferred_bytes += len(data)
+            if self._deferred_bytes > _MAX_DEFERRED:
+                self._read_deferred()  # a long stream: keep memory bounded
             return True
         try:
             doc = json.loads(data)
