@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -10,14 +11,17 @@ from typing import Any
 import pytest
 
 from llmbudget import BudgetManager
+from llmbudget import manager as manager_module
 from llmbudget.clock import FrozenClock
 from llmbudget.errors import (
     BudgetExceededError,
     InvalidAmountError,
     InvalidDurationError,
     InvalidInputError,
+    StoreUnavailableError,
     UnknownUserError,
 )
+from llmbudget.manager import DEFAULT_SERVER_URL
 from llmbudget.stores.base import Store
 
 # gpt-3.5-turbo list prices: $0.50 / Mtok input, $1.50 / Mtok output.
@@ -76,10 +80,12 @@ def test_seed_text_example(in_tmp: Path) -> None:
     budget_manager.update_cost(
         user=user, model=model, input_text=input_text, output_text=output_text
     )
-    # cl100k: "hello world" is 2 tokens, the answer 9 (it|'s| a| sunny| day| in| san| fr|ancisco).
+    # As the API bills it: the input is one user message, 2 cl100k tokens + 7 of chat
+    # overhead; the output is completion text, 9 tokens (it|'s| a| sunny| day| in| san|
+    # fr|ancisco), no overhead. (LiteLLM counts the output as a message too: 0.0000285.)
     cost = budget_manager.get_current_cost(user)
-    assert isinstance(cost, Decimal)
-    assert cost == 2 * GPT35_IN + 9 * GPT35_OUT == Decimal("0.0000145")
+    assert isinstance(cost, float)
+    assert cost.exact == 9 * GPT35_IN + 9 * GPT35_OUT == Decimal("0.000018")
 
 
 @pytest.fixture
@@ -192,10 +198,52 @@ def test_reserve_worst_case_from_messages(bm: BudgetManager) -> None:
     assert bm.get_current_cost("u") == 14 * Decimal("2.5") / 10**6 + 4 * Decimal(10) / 10**6
 
 
-def test_hosted_needs_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
+def _dead_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed when the block ends: nobody listens there
+    return f"http://127.0.0.1:{port}"
+
+
+def test_hosted_without_api_base_uses_the_servers_default_address() -> None:
+    from llmbudget.server import ServerConfig
+
+    config = ServerConfig()
+    assert DEFAULT_SERVER_URL == f"http://{config.host}:{config.port}" == "http://127.0.0.1:8000"
+
+
+def test_hosted_without_api_base_finds_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmbudget.server import ServerConfig, create_app
+    from llmbudget.server.testing import live_server
+
+    monkeypatch.setenv("LLMBUDGET_ADMIN_KEY", "k")
+    with live_server(create_app(ServerConfig(admin_key="k", store="memory://"))) as base:
+        # $LLMBUDGET_SERVER first, as the seed's cookbook constructs it: no api_base.
+        monkeypatch.setenv("LLMBUDGET_SERVER", base)
+        bm = BudgetManager(project_name="test_project", client_type="hosted")
+        assert bm.api_base == base
+        bm.create_budget(total_budget=10, user="1234")
+        # Then the default address, where `llmbudget serve` listens.
+        monkeypatch.delenv("LLMBUDGET_SERVER")
+        monkeypatch.setattr(manager_module, "DEFAULT_SERVER_URL", base)
+        again = BudgetManager(project_name="test_project", client_type="hosted")
+        assert again.api_base == base and again.get_users() == ["1234"]
+
+
+def test_hosted_says_clearly_when_nothing_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LLMBUDGET_SERVER", raising=False)
-    with pytest.raises(InvalidInputError, match="api_base"):
+    dead = _dead_url()
+    monkeypatch.setattr(manager_module, "DEFAULT_SERVER_URL", dead)
+    with pytest.raises(StoreUnavailableError) as info:
         BudgetManager("p", client_type="hosted")
+    message = str(info.value)
+    assert f"no llmbudget budget server answers at {dead}" in message
+    assert "neither api_base nor $LLMBUDGET_SERVER" in message and "llmbudget serve" in message
+    monkeypatch.setenv("LLMBUDGET_SERVER", dead)
+    with pytest.raises(StoreUnavailableError, match=r"\$LLMBUDGET_SERVER"):
+        BudgetManager("p", client_type="hosted")
+    with pytest.raises(StoreUnavailableError, match="api_base"):
+        BudgetManager("p", client_type="hosted", api_base=dead)
     with pytest.raises(InvalidInputError):
         BudgetManager("p", client_type="cloud")
 
@@ -206,3 +254,22 @@ def test_default_store_can_come_from_the_environment(
     monkeypatch.setenv("LLMBUDGET_STORE", f"sqlite:///{tmp_path / 'env.db'}")
     BudgetManager("p").create_budget(1, "u")
     assert os.path.exists(tmp_path / "env.db")
+
+
+def test_text_costs_are_metered_as_the_api_bills_them(bm: BudgetManager) -> None:
+    from llmbudget.pricing import default_prices, prompt_cost
+    from llmbudget.tokens import count_tokens
+
+    bm.create_budget(1, "u")
+    bm.update_cost(user="u", model="gpt-4o", input_text="hello world", output_text="")
+    # The prompt is one user message, counted by the function every prompt is metered with.
+    one_message = prompt_cost("gpt-4o", [{"role": "user", "content": "hello world"}])
+    assert bm.get_current_cost("u") == one_message == Decimal("0.0000225")
+    bm.reset_cost("u")
+    bm.update_cost(user="u", model="gpt-4o", input_text="", output_text="it's a sunny day")
+    # Completion text carries no message overhead (the empty prompt still does).
+    rate = default_prices().lookup("gpt-4o").output_per_mtok / 10**6
+    out = count_tokens("it's a sunny day", "gpt-4o") * rate
+    assert (
+        bm.get_current_cost("u") == prompt_cost("gpt-4o", [{"role": "user", "content": ""}]) + out
+    )

@@ -766,8 +766,9 @@ def test_response_without_model(book: PriceBook) -> None:
 
 
 def test_cost_from_text(book: PriceBook) -> None:
-    # "hello world" = 2 o200k tokens, "hi" = 1: 2 x 2.5 + 1 x 10 = 15 /M
-    assert cost_from_text("gpt-4o", "hello world", "hi", prices=book) == D("0.000015")
+    # "hello world" as one user message = 9 o200k tokens (2 + the chat overhead), "hi" as
+    # completion text = 1: 9 x 2.5 + 1 x 10 = 32.5 /M
+    assert cost_from_text("gpt-4o", "hello world", "hi", prices=book) == D("0.0000325")
 
 
 def test_prompt_and_worst_case_cost(book: PriceBook) -> None:

@@ -3,7 +3,7 @@
 >>> from llmbudget import BudgetManager
 >>> bm = BudgetManager(project_name="test_project", store="memory://")
 >>> bm.create_budget(total_budget=10, user="1234")["total_budget"]
-Decimal('10')
+10
 """
 
 from __future__ import annotations

@@ -1271,13 +1271,17 @@ def cost_from_text(
 ) -> Decimal:
     """Cost of a call given its prompt and completion text (tokens counted offline).
 
+    ``input_text`` is priced as the API bills it: one user message, with the model's chat
+    overhead (counted by :func:`~llmbudget.tokens.count_message_tokens`, as every prompt
+    is metered); ``output_text`` as completion text, which carries no overhead.
+
     >>> cost_from_text("gpt-4o", "hello world", "hi")
-    Decimal('0.000015')
+    Decimal('0.0000325')
     """
-    from llmbudget.tokens import count_tokens
+    from llmbudget.tokens import count_message_tokens, count_tokens
 
     usage = TokenUsage(
-        input_tokens=count_tokens(input_text, model),
+        input_tokens=count_message_tokens(input_text, model),
         output_tokens=count_tokens(output_text, model),
     )
     book = prices if prices is not None else PriceBook.default()

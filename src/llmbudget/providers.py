@@ -174,7 +174,14 @@ _TABLE: tuple[Provider, ...] = (
     _p("lambda_ai", "https://api.lambda.ai/v1", "LAMBDA_API_KEY"),
     _p("cohere", "https://api.cohere.ai/compatibility/v1", "COHERE_API_KEY"),
     # Servers on your own machine: no key, and their models cost nothing unless priced.
-    _p("ollama", "http://localhost:11434/v1", "OLLAMA_API_KEY", local=True, key_required=False),
+    _p(
+        "ollama",
+        "http://localhost:11434/v1",
+        "OLLAMA_API_KEY",
+        local=True,
+        key_required=False,
+        aliases=("ollama_chat",),
+    ),
     _p(
         "lm_studio",
         "http://localhost:1234/v1",
@@ -192,6 +199,13 @@ _TABLE: tuple[Provider, ...] = (
         aliases=("hosted_vllm",),
     ),
     _p("llamafile", "http://localhost:8080/v1", local=True, key_required=False),
+    _p(
+        "llama_cpp",
+        "http://localhost:8080/v1",  # llama.cpp's llama-server
+        local=True,
+        key_required=False,
+        aliases=("llamacpp", "llama.cpp"),
+    ),
     # Any OpenAI-compatible server: api_base is required, the model name is sent as given.
     _p(
         "openai_compatible",

@@ -51,7 +51,8 @@ def _register() -> None:
     demo.register(app)
     prices.register(app)
 
-    from llmbudget.cli import budgets, serve
+    from llmbudget.cli import budgets, importing, serve
 
     budgets.register(app)
     serve.register(app)
+    importing.register(app)
