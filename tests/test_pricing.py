@@ -486,7 +486,7 @@ def test_arithmetic_matches_genai_prices_for_every_model(book: PriceBook) -> Non
     from genai_prices.data import providers
     from genai_prices.types import TimeOfDateConstraint, Usage
 
-    from llmbudget.pricing import _convert
+    from llmbudget.pricing.genai import _convert
 
     now = datetime.now(UTC)
     usage = TokenUsage(

@@ -62,6 +62,7 @@ from llmbudget.responses import (
     truncate_to_tokens,
 )
 from llmbudget.sdk_patch import MeteredCall, meter_for, metered_call
+from llmbudget.self_hosted import self_hosted_provider
 
 __all__ = [
     "AsyncCompletionStream",
@@ -198,7 +199,7 @@ def _metering(req: _Request) -> MeteredCall:
         pricing_model=req.pricing_model,
         tokenizer=req.pricing_model,
         label=req.label,
-        free=req.route.provider.local,
+        self_hosted=req.route.provider.local or self_hosted_provider(req.label) is not None,
     )
 
 

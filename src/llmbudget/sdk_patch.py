@@ -77,7 +77,8 @@ class MeteredCall:
     pricing_model: str | None = None
     tokenizer: str | None = None
     label: str | None = None
-    free: bool = False
+    #: Served on the caller's own hardware (see :mod:`llmbudget.self_hosted`): $0 a call.
+    self_hosted: bool = False
     #: The request's output limit was put there by the door to satisfy the SDK (Anthropic
     #: requires one), not by its caller: the meter picks the cap instead.
     placeholder_cap: bool = False
@@ -353,13 +354,16 @@ def meter_for(call: BillableCall, context: MeteredCall | None = None) -> Meter:
         or next((b.prices for b in reversed(blocks) if b.prices), None)
         or PriceBook.default()
     )
-    price, unknown = _price(context.pricing_model or call.model, book)
+    if context.self_hosted:
+        price, unknown = None, None
+    else:
+        price, unknown = _price(context.pricing_model or call.model, book)
     meter = Meter(
         call,
         price,
         [*context.groups, *(block.group for block in blocks)],
         label=context.label or call.model,
-        free=price is None and context.free,
+        free=context.self_hosted,
         unknown=unknown,
         on_settled=[block.record for block in blocks],
     )

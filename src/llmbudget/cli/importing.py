@@ -16,6 +16,8 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from llmbudget.cli.errors import explain, fail
+from llmbudget.cli.help import STORE_HELP, ReadableCommand
 from llmbudget.errors import LLMBudgetError
 from llmbudget.ledger import Ledger
 from llmbudget.migration import import_file
@@ -31,21 +33,23 @@ def register(app: typer.Typer) -> None:
     >>> register(app)
     """
 
-    @app.command("import")
+    @app.command("import", cls=ReadableCommand)
     def import_(
         path: str = typer.Argument(
-            ..., help="LiteLLM's user_cost.json, or a saved /get_budget answer."
+            ..., metavar="FILE", help="LiteLLM's user_cost.json, or a saved /get_budget answer."
         ),
-        project: str = typer.Option(..., help="The llmbudget project to import the users into."),
-        timezone: str = typer.Option("UTC", help="IANA timezone of the budgets' periods."),
-        store: str | None = typer.Option(
-            None, help="Store URL (default: $LLMBUDGET_STORE or sqlite:///llmbudget.db)."
+        project: str = typer.Option(
+            ..., metavar="NAME", help="The llmbudget project to import the users into."
         ),
+        timezone: str = typer.Option(
+            "UTC", metavar="ZONE", help="IANA timezone of the budgets' periods."
+        ),
+        store: str | None = typer.Option(None, metavar="URL", help=STORE_HELP),
         server: str | None = typer.Option(
-            None, help="Budget server URL (llmbudget serve) instead of a store."
+            None, metavar="URL", help="Budget server URL (llmbudget serve) instead of a store."
         ),
         key: str | None = typer.Option(
-            None, help="Admin key for --server (default: $LLMBUDGET_ADMIN_KEY)."
+            None, metavar="KEY", help="Admin key for --server (default: $LLMBUDGET_ADMIN_KEY)."
         ),
     ) -> None:
         """Import LiteLLM BudgetManager users (budgets and spend) into a project."""
@@ -63,6 +67,5 @@ def register(app: typer.Typer) -> None:
             finally:
                 ledger.close()
         except LLMBudgetError as exc:
-            Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(1) from None
+            fail(explain(exc, key_given=key is not None))
         Console().print(f"{path} → project {project}: {result.describe()}", highlight=False)
