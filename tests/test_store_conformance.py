@@ -893,11 +893,14 @@ def test_redis_cluster_client_against_a_non_cluster_server_fails_cleanly() -> No
 
 
 def test_redis_errors_are_translated(redis_store: Any) -> None:
-    # A Redis-side error (here: a score Redis cannot parse) is a StoreError, never a
-    # driver exception leaking out.
+    # A Redis-side error (here: a key of the wrong type) is a StoreError, never a driver
+    # exception leaking out. (A NaN time no longer gets that far: it is refused first.)
+    redis_store._client.set(redis_store._ops.k_spent("a"), "not a hash")
     with pytest.raises(StoreError) as error:
-        redis_store.reserve("h", [line("a", 10)], 1, float("nan"), NOW)
+        redis_store.reserve("h", [line("a", 10)], 1, EXP, NOW)
     assert not isinstance(error.value, StoreUnavailableError)
+    with pytest.raises(InvalidInputError):
+        redis_store.reserve("h", [line("b", 10)], 1, float("nan"), NOW)
 
 
 def test_redis_unreachable_is_unavailable_quickly() -> None:
@@ -986,10 +989,18 @@ def test_postgres_rejects_a_newer_schema(postgres_store: Any) -> None:
 
 
 def test_postgres_errors_are_translated(postgres_store: Any) -> None:
-    # PostgreSQL refuses NUL in text: a data error is a StoreError, not a driver exception.
+    # A data error on the server is a StoreError, not a driver exception. (NUL in text,
+    # which PostgreSQL refuses, no longer gets that far: it is refused first.)
+    from llmbudget.stores.postgres import _Query
+
+    def failing() -> Any:
+        yield _Query("SELECT 1 / 0")
+
     with pytest.raises(StoreError) as error:
-        postgres_store.charge([line("a\x00b")], 1, None, NOW)
+        postgres_store._run(failing())
     assert not isinstance(error.value, StoreUnavailableError)
+    with pytest.raises(InvalidInputError):
+        postgres_store.charge([line("a\x00b")], 1, None, NOW)
     postgres_store.charge([line("a")], 1, None, NOW)  # the store is still usable
 
 

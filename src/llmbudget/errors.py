@@ -6,14 +6,20 @@
      ├── BudgetExceededError          a reserve would pass a limit (scope, limit, spent, held, resets_at)
      ├── InvalidInputError (ValueError)
      │    ├── InvalidAmountError      NaN, infinity, negative, bool, not a number, too precise
-     │    └── InvalidDurationError    not a known period or duration, unknown timezone
+     │    │    └── CounterOverflowError   a sum a store counter cannot hold (past int64)
+     │    ├── InvalidDurationError    not a known period or duration, unknown timezone,
+     │    │                           windows that cannot be computed (past the year 3100)
+     │    ├── InvalidNameError        an id or name that is not text, too long, NUL, surrogates
+     │    └── InvalidTimeError        a timestamp or ttl that is not finite seconds in range
      ├── NotFoundError (KeyError)
      │    ├── UnknownUserError        no budget for this user (the seed raised KeyError)
      │    ├── UnknownHoldError        settle/release of a hold the store never saw
      │    └── UnknownModelError       no price for a model; names the closest known models
      ├── PricingError                 a price or usage block that cannot be priced
      ├── StoreError                   a store failed in a way that is not the caller's fault
-     │    └── StoreUnavailableError   the store cannot be reached (fail-closed)
+     │    ├── StoreUnavailableError   the store cannot be reached (fail-closed)
+     │    └── CorruptRecordError      a stored record that cannot be used (written by an old
+     │                                version that let a bad value through)
      └── ProviderError                an LLM provider call failed (status, provider, body)
 
 Driver exceptions (sqlite3, psycopg, redis, httpx) never leak: each store translates
@@ -27,9 +33,13 @@ from decimal import Decimal
 
 __all__ = [
     "BudgetExceededError",
+    "CorruptRecordError",
+    "CounterOverflowError",
     "InvalidAmountError",
     "InvalidDurationError",
     "InvalidInputError",
+    "InvalidNameError",
+    "InvalidTimeError",
     "LLMBudgetError",
     "NotFoundError",
     "PricingError",
@@ -109,8 +119,32 @@ class InvalidAmountError(InvalidInputError):
     """Money that is not a finite, non-negative number of dollars."""
 
 
+class CounterOverflowError(InvalidAmountError):
+    """An operation that would take a store counter past the int64 range of nano-dollars
+    (about $9.2 billion). Refused before anything changes; ``scope`` names the counter."""
+
+    def __init__(self, scope: str, window: int | None = None) -> None:
+        self.scope = scope
+        self.window = window
+        super().__init__(
+            f"refused: the spend of {scope!r} would pass the largest amount a store counter "
+            "holds (~$9.2 billion); nothing was recorded"
+        )
+
+
 class InvalidDurationError(InvalidInputError):
-    """A period, duration or timezone that is not understood."""
+    """A period, duration or timezone that is not understood, or whose windows cannot be
+    computed for as long as budgets must work."""
+
+
+class InvalidNameError(InvalidInputError):
+    """An id or name (scope, user, model, hold id ...) that is not a string of valid
+    Unicode without NUL, or is empty or longer than the one limit every store keeps."""
+
+
+class InvalidTimeError(InvalidInputError):
+    """A timestamp or ttl that is not a finite number of seconds (bools and strings are
+    refused), or lies outside the range every store can keep."""
 
 
 class NotFoundError(LLMBudgetError, KeyError):
@@ -159,6 +193,16 @@ class StoreError(LLMBudgetError):
 
 class StoreUnavailableError(StoreError):
     """The store cannot be reached. Operations fail closed: nothing is reserved or charged."""
+
+
+class CorruptRecordError(StoreError):
+    """A stored record cannot be used (e.g. a budget period whose windows cannot be
+    computed, stored before such values were refused). Redefine or delete it."""
+
+    def __init__(self, scope: str, reason: str) -> None:
+        self.scope = scope
+        self.reason = reason
+        super().__init__(f"the stored budget of {scope!r} cannot be used: {reason}")
 
 
 class ProviderError(LLMBudgetError):

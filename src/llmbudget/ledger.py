@@ -42,13 +42,14 @@ from typing import Any, TypeVar
 
 from llmbudget.budgets import Budget, BudgetStatus
 from llmbudget.clock import Clock, system_clock
-from llmbudget.errors import BudgetExceededError, InvalidInputError
+from llmbudget.errors import BudgetExceededError
 from llmbudget.money import MoneyLike, cost_to_units, from_units
 from llmbudget.periods import Window
 from llmbudget.plans import Plan, run_async, run_sync
 from llmbudget.stores import open_store
 from llmbudget.stores.base import AsyncStore, BudgetRecord, Refusal, SettleResult, Store, Usage
 from llmbudget.stores.base import validate_lines as _validate_lines
+from llmbudget.validation import check_id, check_ttl
 
 __all__ = ["AsyncLedger", "Hold", "HoldHandle", "Ledger"]
 
@@ -76,10 +77,8 @@ class _Plans:
     """Every ledger operation, written once as a plan. Pure: no I/O, no clock reads."""
 
     def __init__(self, clock: Clock, hold_ttl: float, retention: float, purge_every: float) -> None:
-        if hold_ttl <= 0:
-            raise InvalidInputError("hold_ttl must be positive")
         self.clock = clock
-        self.hold_ttl = hold_ttl
+        self.hold_ttl = check_ttl(hold_ttl, "hold_ttl")
         self.retention = retention
         self.purge_every = purge_every
         self._next_purge = 0.0
@@ -93,6 +92,9 @@ class _Plans:
     ) -> Plan[Hold]:
         now = self.clock()
         units = cost_to_units(amount, what="reserve amount")
+        ttl = check_ttl(self.hold_ttl if ttl is None else ttl)
+        if hold_id is not None:
+            check_id(hold_id)
         windows = [b.window_at(now) for b in budgets]
         lines = [b.line(w) for b, w in zip(budgets, windows, strict=True)]
         _validate_lines(lines, units)
@@ -100,9 +102,6 @@ class _Plans:
             # Opportunistic clean-up, so a library user needs no background job.
             self._next_purge = now + self.purge_every
             yield ("purge", (now, self.retention))
-        ttl = self.hold_ttl if ttl is None else ttl
-        if ttl <= 0:
-            raise InvalidInputError("ttl must be positive")
         hold = Hold(
             id=hold_id or uuid.uuid4().hex,
             amount=from_units(units),
@@ -173,7 +172,8 @@ class _Plans:
         now = self.clock()
         found: list[BudgetRecord | None] = yield ("get_budgets", ([budget.scope],))
         yield ("put_budget", (budget.to_record(now),))
-        old = None if found[0] is None else Budget.from_record(found[0])
+        # A stored record that cannot be used is replaced, with nothing to carry.
+        old = Budget.readable(found[0])
         if old is None or (old.period, old.created_at) == (budget.period, budget.created_at):
             return budget
         # The windows were laid out anew (another period, timezone or anchor). Spend is
@@ -197,7 +197,8 @@ class _Plans:
 
     def budgets(self, prefix: str) -> Plan[list[Budget]]:
         records: list[BudgetRecord] = yield ("list_budgets", (prefix,))
-        return [Budget.from_record(r) for r in records]
+        # One record that cannot be used must not hide every other budget.
+        return [b for r in records if (b := Budget.readable(r)) is not None]
 
     def delete(self, scope: str) -> Plan[bool]:
         deleted: bool = yield ("delete_budget", (scope,))

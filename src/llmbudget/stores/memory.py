@@ -13,6 +13,7 @@ from typing import Any
 from llmbudget.errors import InvalidInputError, UnknownHoldError
 from llmbudget.stores.base import (
     BudgetRecord,
+    Checks,
     Line,
     LogEntry,
     Refusal,
@@ -70,6 +71,7 @@ class MemoryStore(Store):
     def reserve(
         self, hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float
     ) -> Refusal | None:
+        Checks.reserve(hold_id, lines, amount, expires_at, now)
         with self._lock:
             existing = self._holds.get(hold_id)
             if existing is not None:
@@ -99,6 +101,7 @@ class MemoryStore(Store):
             return None
 
     def settle(self, hold_id: str, actual: int, model: str | None, now: float) -> SettleResult:
+        Checks.settle(hold_id, actual, model, now)
         with self._lock:
             hold = self._holds.get(hold_id)
             if hold is None:
@@ -111,6 +114,7 @@ class MemoryStore(Store):
             return SettleResult(actual, already=False)
 
     def release(self, hold_id: str, now: float) -> bool:
+        Checks.release(hold_id, now)
         with self._lock:
             hold = self._holds.get(hold_id)
             if hold is None:
@@ -122,10 +126,12 @@ class MemoryStore(Store):
             return True
 
     def charge(self, lines: Sequence[Line], amount: int, model: str | None, now: float) -> None:
+        Checks.charge(lines, amount, model, now, None)
         with self._lock:
             self._record([(line.scope, line.window) for line in lines], amount, model)
 
     def usage(self, scope: str, window: int, now: float) -> Usage:
+        Checks.window(scope, window, now)
         key = (scope, window)
         with self._lock:
             return Usage(
@@ -135,16 +141,19 @@ class MemoryStore(Store):
             )
 
     def reset(self, scope: str, window: int) -> None:
+        Checks.window(scope, window)
         with self._lock:
             self._spent.pop((scope, window), None)
             self._by_model.pop((scope, window), None)
 
     def history(self, scope: str, limit: int = 100) -> list[tuple[int, int]]:
+        Checks.history(scope, limit)
         with self._lock:
             rows = [(w, v) for (s, w), v in self._spent.items() if s == scope]
         return sorted(rows, reverse=True)[:limit]
 
     def purge(self, now: float, retention: float) -> int:
+        Checks.purge(now, retention)
         with self._lock:
             for hold_id, hold in list(self._holds.items()):
                 if hold.expires_at <= now:
@@ -155,14 +164,17 @@ class MemoryStore(Store):
             return len(gone)
 
     def put_budget(self, record: BudgetRecord) -> None:
+        Checks.record(record)
         with self._lock:
             self._budgets[record.scope] = record
 
     def get_budgets(self, scopes: Sequence[str]) -> list[BudgetRecord | None]:
+        Checks.scopes(scopes)
         with self._lock:
             return [self._budgets.get(scope) for scope in scopes]
 
     def list_budgets(self, prefix: str) -> list[BudgetRecord]:
+        Checks.name(prefix, "prefix", allow_empty=True)
         with self._lock:
             return sorted(
                 (r for s, r in self._budgets.items() if s.startswith(prefix)),
@@ -170,17 +182,20 @@ class MemoryStore(Store):
             )
 
     def delete_budget(self, scope: str) -> bool:
+        Checks.name(scope, "scope")
         with self._lock:
             return self._budgets.pop(scope, None) is not None
 
     # Documents are copied through JSON on the way in, so callers cannot mutate stored
     # state and every backend accepts and returns exactly the same values.
     def put_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> None:
+        Checks.doc(kind, key, data)
         stored = _json_copy(data)
         with self._lock:
             self._docs[(kind, key)] = stored
 
     def create_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> bool:
+        Checks.doc(kind, key, data)
         stored = _json_copy(data)
         with self._lock:
             if (kind, key) in self._docs:
@@ -189,11 +204,13 @@ class MemoryStore(Store):
             return True
 
     def get_doc(self, kind: str, key: str) -> dict[str, Any] | None:
+        Checks.doc(kind, key)
         with self._lock:
             found = self._docs.get((kind, key))
             return None if found is None else copy.deepcopy(found)
 
     def list_docs(self, kind: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        Checks.list_docs(kind, prefix)
         with self._lock:
             rows = [
                 (k, copy.deepcopy(v))
@@ -203,10 +220,12 @@ class MemoryStore(Store):
         return sorted(rows, key=lambda row: row[0])
 
     def delete_doc(self, kind: str, key: str) -> bool:
+        Checks.doc(kind, key)
         with self._lock:
             return self._docs.pop((kind, key), None) is not None
 
     def append_log(self, kind: str, at: float, data: Mapping[str, Any]) -> None:
+        Checks.log(kind, at, data)
         entry = LogEntry(at, _json_copy(data))
         with self._lock:
             self._logs[kind].append(entry)
@@ -214,6 +233,7 @@ class MemoryStore(Store):
     def read_log(
         self, kind: str, since: float = 0.0, until: float = float("inf"), limit: int = 100
     ) -> list[LogEntry]:
+        Checks.read_log(kind, since, until, limit)
         with self._lock:
             rows = [e for e in self._logs.get(kind, []) if since <= e.at < until]
         # Newest first; among equal times the later append first, as the SQL stores do.

@@ -42,13 +42,13 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed, PoolTi
 from llmbudget.errors import InvalidInputError, StoreError, StoreUnavailableError, UnknownHoldError
 from llmbudget.stores.base import (
     BudgetRecord,
+    Checks,
     Line,
     LogEntry,
     Refusal,
     SettleResult,
     Store,
     Usage,
-    validate_lines,
 )
 
 __all__ = ["AsyncPostgresStore", "PostgresStore"]
@@ -376,7 +376,7 @@ def _migrate(schema: str) -> Plan[None]:
 def _reserve(
     hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float
 ) -> Plan[Refusal | None]:
-    validate_lines(lines, amount)
+    Checks.reserve(hold_id, lines, amount, expires_at, now)
     rows = yield _Query(
         "SELECT llmbudget_reserve(%s, %s::text[], %s::bigint[], %s::bigint[], "
         "%s::bigint, %s::float8, %s::float8)",
@@ -401,6 +401,7 @@ def _reserve(
 
 
 def _settle(hold_id: str, actual: int, model: str | None, now: float) -> Plan[SettleResult]:
+    Checks.settle(hold_id, actual, model, now)
     rows = yield _Query(
         "SELECT llmbudget_settle(%s, %s::bigint, %s::text)", (hold_id, actual, model)
     )
@@ -411,6 +412,7 @@ def _settle(hold_id: str, actual: int, model: str | None, now: float) -> Plan[Se
 
 
 def _release(hold_id: str, now: float) -> Plan[bool]:
+    Checks.release(hold_id, now)
     rows = yield _Query("SELECT llmbudget_release(%s)", (hold_id,))
     if rows[0][0] < 0:
         raise UnknownHoldError(hold_id)
@@ -418,7 +420,7 @@ def _release(hold_id: str, now: float) -> Plan[bool]:
 
 
 def _charge(lines: Sequence[Line], amount: int, model: str | None, now: float) -> Plan[None]:
-    validate_lines(lines, amount)
+    Checks.charge(lines, amount, model, now, None)
     yield _Query(
         "SELECT llmbudget_record(%s::text[], %s::bigint[], %s::bigint, %s::text)",
         ([line.scope for line in lines], [line.window for line in lines], amount, model),
@@ -426,6 +428,7 @@ def _charge(lines: Sequence[Line], amount: int, model: str | None, now: float) -
 
 
 def _usage(scope: str, window: int, now: float) -> Plan[Usage]:
+    Checks.window(scope, window, now)
     # One statement, so spent, held and per-model spend come from one snapshot.
     rows = yield _Query(
         "SELECT"
@@ -441,10 +444,12 @@ def _usage(scope: str, window: int, now: float) -> Plan[Usage]:
 
 
 def _reset(scope: str, window: int) -> Plan[None]:
+    Checks.window(scope, window)
     yield _Query("SELECT llmbudget_reset(%s, %s::bigint)", (scope, window))
 
 
 def _history(scope: str, limit: int) -> Plan[list[tuple[int, int]]]:
+    Checks.history(scope, limit)
     rows = yield _Query(
         "SELECT win, spent FROM spend WHERE scope = %s AND recorded ORDER BY win DESC LIMIT %s",
         (scope, max(limit, 0)),
@@ -453,6 +458,7 @@ def _history(scope: str, limit: int) -> Plan[list[tuple[int, int]]]:
 
 
 def _purge(now: float, retention: float) -> Plan[int]:
+    Checks.purge(now, retention)
     rows = yield _Query(
         "SELECT llmbudget_purge(%s::float8, %s::float8)", (float(now), float(now - retention))
     )
@@ -473,6 +479,7 @@ def _budget(row: Sequence[Any]) -> BudgetRecord:
 
 
 def _put_budget(record: BudgetRecord) -> Plan[None]:
+    Checks.record(record)
     yield _Query(
         f"INSERT INTO budgets ({_BUDGET_COLUMNS}) VALUES (%s, %s::bigint, %s, %s, %s, %s, %s) "
         "ON CONFLICT (scope) DO UPDATE SET limit_units = excluded.limit_units, "
@@ -492,6 +499,7 @@ def _put_budget(record: BudgetRecord) -> Plan[None]:
 
 
 def _get_budgets(scopes: Sequence[str]) -> Plan[list[BudgetRecord | None]]:
+    Checks.scopes(scopes)
     if not scopes:
         return []
     rows = yield _Query(
@@ -502,6 +510,7 @@ def _get_budgets(scopes: Sequence[str]) -> Plan[list[BudgetRecord | None]]:
 
 
 def _list_budgets(prefix: str) -> Plan[list[BudgetRecord]]:
+    Checks.name(prefix, "prefix", allow_empty=True)
     # starts_with rather than LIKE, so '%' and '_' in a prefix need no escaping; the
     # range condition lets the (COLLATE "C") primary key serve the scan and the order.
     rows = yield _Query(
@@ -513,6 +522,7 @@ def _list_budgets(prefix: str) -> Plan[list[BudgetRecord]]:
 
 
 def _delete_budget(scope: str) -> Plan[bool]:
+    Checks.name(scope, "scope")
     rows = yield _Query("DELETE FROM budgets WHERE scope = %s RETURNING 1", (scope,))
     return bool(rows)
 
@@ -527,6 +537,7 @@ def _loads(text: str) -> dict[str, Any]:
 
 
 def _put_doc(kind: str, key: str, data: Mapping[str, Any]) -> Plan[None]:
+    Checks.doc(kind, key, data)
     yield _Query(
         "INSERT INTO docs (kind, key, data) VALUES (%s, %s, %s) "
         "ON CONFLICT (kind, key) DO UPDATE SET data = excluded.data",
@@ -535,6 +546,7 @@ def _put_doc(kind: str, key: str, data: Mapping[str, Any]) -> Plan[None]:
 
 
 def _create_doc(kind: str, key: str, data: Mapping[str, Any]) -> Plan[bool]:
+    Checks.doc(kind, key, data)
     rows = yield _Query(
         "INSERT INTO docs (kind, key, data) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
         (kind, key, _dumps(data)),
@@ -543,11 +555,13 @@ def _create_doc(kind: str, key: str, data: Mapping[str, Any]) -> Plan[bool]:
 
 
 def _get_doc(kind: str, key: str) -> Plan[dict[str, Any] | None]:
+    Checks.doc(kind, key)
     rows = yield _Query("SELECT data FROM docs WHERE kind = %s AND key = %s", (kind, key))
     return _loads(rows[0][0]) if rows else None
 
 
 def _list_docs(kind: str, prefix: str) -> Plan[list[tuple[str, dict[str, Any]]]]:
+    Checks.list_docs(kind, prefix)
     rows = yield _Query(
         "SELECT key, data FROM docs WHERE kind = %(k)s AND key >= %(p)s "
         "AND starts_with(key, %(p)s) ORDER BY key",
@@ -557,11 +571,13 @@ def _list_docs(kind: str, prefix: str) -> Plan[list[tuple[str, dict[str, Any]]]]
 
 
 def _delete_doc(kind: str, key: str) -> Plan[bool]:
+    Checks.doc(kind, key)
     rows = yield _Query("DELETE FROM docs WHERE kind = %s AND key = %s RETURNING 1", (kind, key))
     return bool(rows)
 
 
 def _append_log(kind: str, at: float, data: Mapping[str, Any]) -> Plan[None]:
+    Checks.log(kind, at, data)
     yield _Query(
         "INSERT INTO logs (kind, at, data) VALUES (%s, %s::float8, %s)",
         (kind, float(at), _dumps(data)),
@@ -569,6 +585,7 @@ def _append_log(kind: str, at: float, data: Mapping[str, Any]) -> Plan[None]:
 
 
 def _read_log(kind: str, since: float, until: float, limit: int) -> Plan[list[LogEntry]]:
+    Checks.read_log(kind, since, until, limit)
     rows = yield _Query(
         "SELECT at, data FROM logs WHERE kind = %s AND at >= %s::float8 AND at < %s::float8 "
         "ORDER BY at DESC, id DESC LIMIT %s",

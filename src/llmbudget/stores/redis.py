@@ -49,13 +49,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from llmbudget.errors import InvalidInputError, StoreError, StoreUnavailableError, UnknownHoldError
 from llmbudget.stores.base import (
     BudgetRecord,
+    Checks,
     Line,
     LogEntry,
     Refusal,
     SettleResult,
     Store,
     Usage,
-    validate_lines,
 )
 
 __all__ = ["AsyncRedisStore", "RedisStore"]
@@ -213,7 +213,7 @@ class _Ops:
     def reserve(
         self, hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float
     ) -> Plan[Refusal | None]:
-        validate_lines(lines, amount)
+        Checks.reserve(hold_id, lines, amount, expires_at, now)
         keys = [self.k_hold(hold_id), self.k_holds, self.k_active]
         args: list[str | bytes | int] = [self.p, hold_id, amount, _score(expires_at), _score(now)]
         for line in lines:
@@ -241,6 +241,7 @@ class _Ops:
     def settle(
         self, hold_id: str, actual: int, model: str | None, now: float
     ) -> Plan[SettleResult]:
+        Checks.settle(hold_id, actual, model, now)
         args = (self.p, hold_id, actual, "0" if model is None else "1", model or "")
         reply = yield _Eval(SCRIPTS["settle"], self._hold_keys(hold_id), args)
         if not reply:
@@ -248,6 +249,7 @@ class _Ops:
         return SettleResult(int(reply[0]), already=bool(int(reply[1])))
 
     def release(self, hold_id: str, now: float) -> Plan[bool]:
+        Checks.release(hold_id, now)
         reply = yield _Eval(SCRIPTS["release"], self._hold_keys(hold_id), (self.p, hold_id))
         if int(reply) < 0:
             raise UnknownHoldError(hold_id)
@@ -256,7 +258,7 @@ class _Ops:
     def charge(
         self, lines: Sequence[Line], amount: int, model: str | None, now: float
     ) -> Plan[None]:
-        validate_lines(lines, amount)
+        Checks.charge(lines, amount, model, now, None)
         keys: list[str] = []
         args: list[str | bytes | int] = [self.p, amount, "0" if model is None else "1", model or ""]
         for line in lines:
@@ -269,6 +271,7 @@ class _Ops:
         yield _Eval(SCRIPTS["charge"], tuple(keys), tuple(args))
 
     def usage(self, scope: str, window: int, now: float) -> Plan[Usage]:
+        Checks.window(scope, window, now)
         keys = (
             self.k_spent(scope),
             self.k_held(scope, window),
@@ -281,10 +284,12 @@ class _Ops:
         return Usage(int(spent), int(heldsum) - int(expired), by_model)
 
     def reset(self, scope: str, window: int) -> Plan[None]:
+        Checks.window(scope, window)
         keys = (self.k_spent(scope), self.k_wins(scope), self.k_model(scope, window))
         yield _Eval(SCRIPTS["reset"], keys, (self.p, scope, window))
 
     def history(self, scope: str, limit: int) -> Plan[list[tuple[int, int]]]:
+        Checks.history(scope, limit)
         if limit <= 0:
             return []
         keys = (self.k_wins(scope), self.k_spent(scope))
@@ -292,6 +297,7 @@ class _Ops:
         return [(int(w), int(s or 0)) for w, s in zip(wins, spent, strict=True)]
 
     def purge(self, now: float, retention: float) -> Plan[int]:
+        Checks.purge(now, retention)
         removed_total = 0
         keys = (self.k_active, self.k_holds)
         args = (self.p, _score(now), _score(now - retention), PURGE_BATCH)
@@ -337,47 +343,58 @@ class _Ops:
         return bool(int(reply))
 
     def put_budget(self, record: BudgetRecord) -> Plan[None]:
+        Checks.record(record)
         return self._put(self._budget_keys, record.scope, _encode_budget(record))
 
     def get_budgets(self, scopes: Sequence[str]) -> Plan[list[BudgetRecord | None]]:
+        Checks.scopes(scopes)
         raw = yield from self._get(self._budget_keys, scopes)
         return [
             None if r is None else _decode_budget(s, r) for s, r in zip(scopes, raw, strict=True)
         ]
 
     def list_budgets(self, prefix: str) -> Plan[list[BudgetRecord]]:
+        Checks.name(prefix, "prefix", allow_empty=True)
         rows = yield from self._list(self._budget_keys, prefix)
         return [_decode_budget(scope, raw) for scope, raw in rows]
 
     def delete_budget(self, scope: str) -> Plan[bool]:
+        Checks.name(scope, "scope")
         return self._delete(self._budget_keys, scope)
 
     def put_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> Plan[None]:
+        Checks.doc(kind, key, data)
         return self._put(self._doc_keys(kind), key, json.dumps(dict(data)))
 
     def create_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> Plan[bool]:
+        Checks.doc(kind, key, data)
         args = (self.p, key, json.dumps(dict(data)))
         reply = yield _Eval(SCRIPTS["hash_create"], self._doc_keys(kind), args)
         return bool(int(reply))
 
     def get_doc(self, kind: str, key: str) -> Plan[dict[str, Any] | None]:
+        Checks.doc(kind, key)
         (raw,) = yield from self._get(self._doc_keys(kind), [key])
         return None if raw is None else _json(raw)
 
     def list_docs(self, kind: str, prefix: str) -> Plan[list[tuple[str, dict[str, Any]]]]:
+        Checks.list_docs(kind, prefix)
         rows = yield from self._list(self._doc_keys(kind), prefix)
         return [(key, _json(raw)) for key, raw in rows]
 
     def delete_doc(self, kind: str, key: str) -> Plan[bool]:
+        Checks.doc(kind, key)
         return self._delete(self._doc_keys(kind), key)
 
     # -- logs ------------------------------------------------------------------------
 
     def append_log(self, kind: str, at: float, data: Mapping[str, Any]) -> Plan[None]:
+        Checks.log(kind, at, data)
         keys = (f"{self.p}log:{kind}", f"{self.p}log-seq:{kind}")
         yield _Eval(SCRIPTS["log_append"], keys, (self.p, _score(at), json.dumps(dict(data))))
 
     def read_log(self, kind: str, since: float, until: float, limit: int) -> Plan[list[LogEntry]]:
+        Checks.read_log(kind, since, until, limit)
         if limit <= 0:
             return []
         args = (self.p, "(" + _score(until), _score(since), limit)

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from llmbudget.errors import InvalidInputError, StoreError, StoreUnavailableError, UnknownHoldError
 from llmbudget.stores.base import (
     BudgetRecord,
+    Checks,
     Line,
     LogEntry,
     Refusal,
@@ -196,6 +197,8 @@ class SQLiteStore(Store):
     def reserve(
         self, hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float
     ) -> Refusal | None:
+        Checks.reserve(hold_id, lines, amount, expires_at, now)
+
         def run() -> Refusal | None:
             with self._write() as conn:
                 existing = conn.execute(
@@ -246,6 +249,8 @@ class SQLiteStore(Store):
         return keys
 
     def settle(self, hold_id: str, actual: int, model: str | None, now: float) -> SettleResult:
+        Checks.settle(hold_id, actual, model, now)
+
         def run() -> SettleResult:
             with self._write() as conn:
                 row = conn.execute(
@@ -267,6 +272,8 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def release(self, hold_id: str, now: float) -> bool:
+        Checks.release(hold_id, now)
+
         def run() -> bool:
             with self._write() as conn:
                 row = conn.execute(
@@ -283,6 +290,8 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def charge(self, lines: Sequence[Line], amount: int, model: str | None, now: float) -> None:
+        Checks.charge(lines, amount, model, now, None)
+
         def run() -> None:
             with self._write() as conn:
                 _record(conn, [[line.scope, line.window] for line in lines], amount, model)
@@ -290,6 +299,8 @@ class SQLiteStore(Store):
         self._guard(run)
 
     def usage(self, scope: str, window: int, now: float) -> Usage:
+        Checks.window(scope, window, now)
+
         def run() -> Usage:
             conn = self._conn()
             # One read transaction, so spent, held and per-model agree with each other.
@@ -308,6 +319,8 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def reset(self, scope: str, window: int) -> None:
+        Checks.window(scope, window)
+
         def run() -> None:
             with self._write() as conn:
                 conn.execute("DELETE FROM spend WHERE scope = ? AND window = ?", (scope, window))
@@ -318,6 +331,8 @@ class SQLiteStore(Store):
         self._guard(run)
 
     def history(self, scope: str, limit: int = 100) -> list[tuple[int, int]]:
+        Checks.history(scope, limit)
+
         def run() -> list[tuple[int, int]]:
             rows = self._conn().execute(
                 "SELECT window, spent FROM spend WHERE scope = ? ORDER BY window DESC LIMIT ?",
@@ -328,6 +343,8 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def purge(self, now: float, retention: float) -> int:
+        Checks.purge(now, retention)
+
         def run() -> int:
             with self._write() as conn:
                 # Expired holds stop counting at once; their rows are only kept for late settles.
@@ -340,6 +357,8 @@ class SQLiteStore(Store):
     # -- budget definitions ----------------------------------------------------------
 
     def put_budget(self, record: BudgetRecord) -> None:
+        Checks.record(record)
+
         def run() -> None:
             with self._write() as conn:
                 conn.execute(
@@ -359,6 +378,8 @@ class SQLiteStore(Store):
         self._guard(run)
 
     def get_budgets(self, scopes: Sequence[str]) -> list[BudgetRecord | None]:
+        Checks.scopes(scopes)
+
         def run() -> list[BudgetRecord | None]:
             if not scopes:
                 return []
@@ -372,6 +393,8 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def list_budgets(self, prefix: str) -> list[BudgetRecord]:
+        Checks.name(prefix, "prefix", allow_empty=True)
+
         def run() -> list[BudgetRecord]:
             # A range scan rather than LIKE, so '%' and '_' in scopes need no escaping.
             rows = self._conn().execute(
@@ -384,6 +407,8 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def delete_budget(self, scope: str) -> bool:
+        Checks.name(scope, "scope")
+
         def run() -> bool:
             with self._write() as conn:
                 return conn.execute("DELETE FROM budgets WHERE scope = ?", (scope,)).rowcount > 0
@@ -393,6 +418,7 @@ class SQLiteStore(Store):
     # -- documents and logs -----------------------------------------------------------
 
     def put_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> None:
+        Checks.doc(kind, key, data)
         text = json.dumps(dict(data))
 
         def run() -> None:
@@ -405,6 +431,7 @@ class SQLiteStore(Store):
         self._guard(run)
 
     def create_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> bool:
+        Checks.doc(kind, key, data)
         text = json.dumps(dict(data))
 
         def run() -> bool:
@@ -418,6 +445,8 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def get_doc(self, kind: str, key: str) -> dict[str, Any] | None:
+        Checks.doc(kind, key)
+
         def run() -> dict[str, Any] | None:
             row = (
                 self._conn()
@@ -429,6 +458,8 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def list_docs(self, kind: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        Checks.list_docs(kind, prefix)
+
         def run() -> list[tuple[str, dict[str, Any]]]:
             rows = self._conn().execute(
                 "SELECT key, data FROM docs WHERE kind = ? AND key >= ? AND key < ? ORDER BY key",
@@ -439,6 +470,8 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def delete_doc(self, kind: str, key: str) -> bool:
+        Checks.doc(kind, key)
+
         def run() -> bool:
             with self._write() as conn:
                 cursor = conn.execute("DELETE FROM docs WHERE kind = ? AND key = ?", (kind, key))
@@ -447,6 +480,7 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def append_log(self, kind: str, at: float, data: Mapping[str, Any]) -> None:
+        Checks.log(kind, at, data)
         text = json.dumps(dict(data))
 
         def run() -> None:
@@ -458,6 +492,8 @@ class SQLiteStore(Store):
     def read_log(
         self, kind: str, since: float = 0.0, until: float = float("inf"), limit: int = 100
     ) -> list[LogEntry]:
+        Checks.read_log(kind, since, until, limit)
+
         def run() -> list[LogEntry]:
             rows = self._conn().execute(
                 "SELECT at, data FROM logs WHERE kind = ? AND at >= ? AND at < ? "
