@@ -5,11 +5,14 @@ from __future__ import annotations
 import gc
 import sqlite3
 import threading
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from llmbudget.budgets import Budget
+from llmbudget.clock import FrozenClock
+from llmbudget.errors import CounterOverflowError
 from llmbudget.ledger import Ledger
 from llmbudget.stores.sqlite import SQLiteStore
 
@@ -36,3 +39,23 @@ def test_connections_of_finished_threads_are_closed(tmp_path: Path) -> None:
             conn.execute("SELECT 1")
     assert str(ledger.status(user).spent) == "0.2"
     store.close()
+
+
+def test_spend_columns_stay_integer_when_a_charge_would_overflow(tmp_path: Path) -> None:
+    # Issue 13: two $9e9 charges turned the column REAL (1.8e19); after that 1,000 charges
+    # of $0.000001 added nothing. Now the second is refused and the column stays INTEGER.
+    path = tmp_path / "ledger.db"
+    ledger = Ledger(SQLiteStore(str(path)), clock=FrozenClock(1_773_576_000.0))
+    budget = Budget.of("user:p:u", None, "daily")
+    ledger.charge([budget], "9e9", model="m")
+    with pytest.raises(CounterOverflowError):
+        ledger.charge([budget], "9e9", model="m")
+    for _ in range(1000):
+        ledger.charge([budget], "0.000001", model="m")
+    assert ledger.status(budget).spent == Decimal("9000000000.001")
+    with sqlite3.connect(path) as conn:
+        types = conn.execute(
+            "SELECT typeof(spent) FROM spend UNION SELECT typeof(spent) FROM spend_model"
+        ).fetchall()
+    assert types == [("integer",)]
+    ledger.close()

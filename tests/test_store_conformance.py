@@ -22,6 +22,7 @@ from llmbudget.budgets import Budget
 from llmbudget.clock import FrozenClock
 from llmbudget.errors import (
     BudgetExceededError,
+    CounterOverflowError,
     InvalidInputError,
     StoreError,
     StoreUnavailableError,
@@ -331,6 +332,72 @@ def test_amounts_beyond_double_precision_stay_exact(store: Store) -> None:
     assert store.reserve("h4", [line("b", 2**62 + 4)], 1, EXP, NOW) == Refusal(0, huge, 1)
     assert store.usage("b", W, NOW).by_model == {"m": huge}
     assert store.history("b") == [(W, huge)]
+
+
+# -- counters never overflow ---------------------------------------------------------------------
+
+MAX = 2**63 - 1
+NINE_BILLION = 9 * 10**18  # $9e9 in nano-dollars
+
+
+def test_invalid_lines_are_refused_before_touching_anything(store: Store) -> None:
+    # Every store runs the same checks (stores/base.py), not only the ledger before it.
+    with pytest.raises(InvalidInputError):
+        store.reserve("h", [line("a", 10), line("a", 10)], 1, EXP, NOW)
+    with pytest.raises(InvalidInputError):
+        store.charge([], 1, None, NOW)
+    with pytest.raises(InvalidInputError):
+        store.charge([line("a")], -1, None, NOW)
+    assert store.usage("a", W, NOW) == store.usage("never", W, NOW)
+
+
+def test_a_charge_past_int64_is_refused_and_changes_nothing(store: Store) -> None:
+    store.charge([line("a")], NINE_BILLION, "m", NOW)
+    with pytest.raises(CounterOverflowError):
+        store.charge([line("a")], NINE_BILLION, "m", NOW)
+    assert spent(store, "a") == NINE_BILLION
+    # The counter still adds exactly (SQLite would have turned it into a float).
+    for _ in range(1000):
+        store.charge([line("a")], 1, "m", NOW)
+    usage = store.usage("a", W, NOW)
+    assert (usage.spent, dict(usage.by_model)) == (NINE_BILLION + 1000, {"m": NINE_BILLION + 1000})
+    store.charge([line("a")], MAX - NINE_BILLION - 1000, None, NOW)  # exactly to the top
+    assert spent(store, "a") == MAX
+    with pytest.raises(CounterOverflowError):
+        store.charge([line("a")], 1, None, NOW)
+    assert store.history("a") == [(W, MAX)]
+
+
+def test_a_multi_line_charge_that_would_overflow_one_line_changes_no_line(store: Store) -> None:
+    store.charge([line("b")], MAX - 5, None, NOW)
+    with pytest.raises(CounterOverflowError):
+        store.charge([line("a"), line("b"), line("c")], 6, "m", NOW)
+    assert (spent(store, "a"), spent(store, "b"), spent(store, "c")) == (0, MAX - 5, 0)
+    assert store.usage("a", W, NOW).by_model == {}
+
+
+def test_a_settle_past_int64_is_refused_and_the_hold_stays(store: Store) -> None:
+    store.charge([line("a")], MAX - 10, None, NOW)
+    assert store.reserve("h", [line("b"), line("a")], 5, EXP, NOW) is None
+    with pytest.raises(CounterOverflowError):
+        store.settle("h", 11, "m", NOW)
+    assert (spent(store, "a"), spent(store, "b")) == (MAX - 10, 0)
+    assert held(store, "a") == held(store, "b") == 5
+    assert store.settle("h", 10, "m", NOW) == SettleResult(10, already=False)
+    assert spent(store, "a") == MAX
+
+
+def test_a_reserve_past_int64_is_refused_even_without_a_limit(store: Store) -> None:
+    store.charge([line("a")], MAX - 10, None, NOW)
+    with pytest.raises(CounterOverflowError):
+        store.reserve("h1", [line("a")], 11, EXP, NOW)
+    assert held(store, "a") == 0
+    with pytest.raises(UnknownHoldError):
+        store.release("h1", NOW)
+    assert store.reserve("h2", [line("a")], 10, EXP, NOW) is None
+    with pytest.raises(CounterOverflowError):
+        store.reserve("h3", [line("z"), line("a")], 1, EXP, NOW)
+    assert (held(store, "a"), held(store, "z")) == (10, 0)
 
 
 # -- reset and history -------------------------------------------------------------------
@@ -671,22 +738,6 @@ def redis_store(tmp_path: Path) -> Any:
 def postgres_store(tmp_path: Path) -> Any:
     with storekit.postgres_store(tmp_path) as store:
         yield store
-
-
-@pytest.mark.parametrize("fixture", ["postgres_store", "redis_store"])
-def test_server_stores_refuse_invalid_lines_before_touching_anything(
-    fixture: str, request: pytest.FixtureRequest
-) -> None:
-    # The ledger checks these first; a server store given them directly must not
-    # half-apply (the in-process reference stores leave the checks to the ledger).
-    store = request.getfixturevalue(fixture)
-    with pytest.raises(InvalidInputError):
-        store.reserve("h", [line("a", 10), line("a", 10)], 1, EXP, NOW)
-    with pytest.raises(InvalidInputError):
-        store.charge([], 1, None, NOW)
-    with pytest.raises(InvalidInputError):
-        store.charge([line("a")], -1, None, NOW)
-    assert store.usage("a", W, NOW) == store.usage("never", W, NOW)
 
 
 def test_redis_cluster_client_on_a_one_node_cluster(tmp_path: Path) -> None:

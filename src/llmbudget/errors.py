@@ -123,12 +123,13 @@ class CounterOverflowError(InvalidAmountError):
     """An operation that would take a store counter past the int64 range of nano-dollars
     (about $9.2 billion). Refused before anything changes; ``scope`` names the counter."""
 
-    def __init__(self, scope: str, window: int | None = None) -> None:
+    def __init__(self, scope: str | None = None, window: int | None = None) -> None:
         self.scope = scope
         self.window = window
+        what = f"the spend of {scope!r}" if scope is not None else "a spend counter"
         super().__init__(
-            f"refused: the spend of {scope!r} would pass the largest amount a store counter "
-            "holds (~$9.2 billion); nothing was recorded"
+            f"refused: {what} would pass the largest amount a store counter holds "
+            "(~$9.2 billion); nothing was recorded"
         )
 
 

@@ -36,6 +36,9 @@ from typing import Any
 import httpx
 
 from llmbudget.errors import (
+    CounterOverflowError,
+    InvalidAmountError,
+    InvalidDurationError,
     InvalidInputError,
     StoreError,
     StoreUnavailableError,
@@ -55,6 +58,10 @@ from llmbudget.stores.base import (
 __all__ = ["HttpStore"]
 
 DEFAULT_TIMEOUT = 10.0
+_INPUT_ERRORS: dict[str, type[InvalidInputError]] = {
+    "invalid_amount": InvalidAmountError,
+    "invalid_duration": InvalidDurationError,
+}
 _BATCH = 1000
 
 
@@ -160,7 +167,10 @@ class HttpStore(Store):
             # A 404 without our error shape: not an llmbudget server (or a wrong base URL).
             raise StoreUnavailableError(f"budget server {self.base_url} {method}: {detail}")
         if status in (400, 413, 422):
-            raise InvalidInputError(detail)
+            # The server's code says which refusal it was: the same type as a local store.
+            if code == "counter_overflow":
+                raise CounterOverflowError()
+            raise _INPUT_ERRORS.get(str(code), InvalidInputError)(detail)
         raise StoreError(f"budget server {self.base_url} {method}: HTTP {status}: {detail}")
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from llmbudget.stores.base import (
     SettleResult,
     Store,
     Usage,
+    check_counter,
 )
 
 __all__ = ["MemoryStore"]
@@ -62,6 +63,9 @@ class MemoryStore(Store):
                     del self._active[key]
 
     def _record(self, keys: Sequence[tuple[str, int]], amount: int, model: str | None) -> None:
+        # Every counter is checked before the first changes: all or nothing.
+        for scope, window in keys:
+            check_counter(scope, window, self._spent.get((scope, window), 0), amount)
         for key in keys:
             self._spent[key] += amount
             if model is not None:
@@ -88,11 +92,10 @@ class MemoryStore(Store):
                     )
                 return None
             for index, line in enumerate(lines):
-                if line.limit is None:
-                    continue
                 key = (line.scope, line.window)
                 spent, held = self._spent.get(key, 0), self._held(key, now)
-                if spent + held + amount > line.limit:
+                check_counter(line.scope, line.window, spent + held, amount)
+                if line.limit is not None and spent + held + amount > line.limit:
                     return Refusal(index, spent, held)
             keys = tuple((line.scope, line.window) for line in lines)
             hold = self._holds[hold_id] = _Hold(keys, amount, expires_at)

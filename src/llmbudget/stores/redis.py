@@ -46,7 +46,13 @@ from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from llmbudget.errors import InvalidInputError, StoreError, StoreUnavailableError, UnknownHoldError
+from llmbudget.errors import (
+    CounterOverflowError,
+    InvalidInputError,
+    StoreError,
+    StoreUnavailableError,
+    UnknownHoldError,
+)
 from llmbudget.stores.base import (
     BudgetRecord,
     Checks,
@@ -159,6 +165,16 @@ def _json(raw: Any) -> dict[str, Any]:
     return data
 
 
+def _check_overflow(reply: Any, lines: Sequence[Line] | None) -> None:
+    """Raise for a script's ``{-2, index}``: a counter would have passed int64 (the script
+    changed nothing)."""
+    if isinstance(reply, list) and len(reply) == 2 and int(reply[0]) == -2:
+        line = None if lines is None else lines[int(reply[1])]
+        raise CounterOverflowError(
+            None if line is None else line.scope, None if line is None else line.window
+        )
+
+
 def _score(value: float) -> str:
     # repr round-trips a float exactly; Redis parses it back to the same double.
     return repr(float(value))
@@ -226,6 +242,7 @@ class _Ops:
         reply = yield _Eval(SCRIPTS["reserve"], tuple(keys), tuple(args))
         if not reply:
             return None
+        _check_overflow(reply, lines)
         if len(reply) == 1:  # {-1}: the id is taken by an ended or different hold
             raise InvalidInputError(
                 f"hold id {hold_id!r} was already used for a different or finished reservation"
@@ -246,6 +263,7 @@ class _Ops:
         reply = yield _Eval(SCRIPTS["settle"], self._hold_keys(hold_id), args)
         if not reply:
             raise UnknownHoldError(hold_id)
+        _check_overflow(reply, None)
         return SettleResult(int(reply[0]), already=bool(int(reply[1])))
 
     def release(self, hold_id: str, now: float) -> Plan[bool]:
@@ -268,7 +286,8 @@ class _Ops:
                 self.k_model(line.scope, line.window),
             ]
             args += [line.scope, line.window]
-        yield _Eval(SCRIPTS["charge"], tuple(keys), tuple(args))
+        reply = yield _Eval(SCRIPTS["charge"], tuple(keys), tuple(args))
+        _check_overflow(reply, lines)
 
     def usage(self, scope: str, window: int, now: float) -> Plan[Usage]:
         Checks.window(scope, window, now)

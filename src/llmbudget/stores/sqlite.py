@@ -32,6 +32,7 @@ from llmbudget.stores.base import (
     SettleResult,
     Store,
     Usage,
+    check_counter,
 )
 
 __all__ = ["SQLiteStore"]
@@ -219,12 +220,12 @@ class SQLiteStore(Store):
                         )
                     return None
                 for index, line in enumerate(lines):
-                    if line.limit is None:
-                        continue
                     row = conn.execute(_SPENT, (line.scope, line.window)).fetchone()
                     spent = row[0] if row else 0
                     held = conn.execute(_HELD, (line.scope, line.window, now)).fetchone()[0]
-                    if spent + held + amount > line.limit:
+                    # Also for lines without a limit: SUM() of the holds must stay int64.
+                    check_counter(line.scope, line.window, spent + held, amount)
+                    if line.limit is not None and spent + held + amount > line.limit:
                         return Refusal(index, spent, held)
                 keys = [[line.scope, line.window] for line in lines]
                 conn.execute(
@@ -506,8 +507,14 @@ class SQLiteStore(Store):
 
 
 def _record(
-    conn: sqlite3.Connection, keys: Sequence[Sequence[object]], amount: int, model: str | None
+    conn: sqlite3.Connection, keys: Sequence[Sequence[Any]], amount: int, model: str | None
 ) -> None:
+    # Checked first, inside the write transaction: past int64 SQLite would silently turn
+    # the column REAL (and lose every later nano-dollar), so refuse before any change.
+    # Per-model spend never exceeds the total of its window, so the total is the bound.
+    for scope, window in keys:
+        row = conn.execute(_SPENT, (scope, window)).fetchone()
+        check_counter(scope, window, row[0] if row else 0, amount)
     conn.executemany(_ADD_SPEND, [(s, w, amount) for s, w in keys])
     if model is not None:
         conn.executemany(_ADD_MODEL_SPEND, [(s, w, model, amount) for s, w in keys])

@@ -51,6 +51,11 @@ local function big_cmp(a, b)
     return 0
 end
 
+-- The largest value INCRBY/HINCRBY keep: an operation that would pass it is refused
+-- before its first write ({-2, line index}), since a script error would not undo them.
+local INT64_MAX = '9223372036854775807'
+local function fits(a, b) return big_cmp(big_add(a, b), INT64_MAX) <= 0 end
+
 -- Amount still recorded in heldsum for holds of a window that have expired at `now`
 -- but were not pruned yet (members are "amount:hold_id", scored by expires_at).
 local function expired_sum(scope, win, now)
