@@ -400,6 +400,91 @@ def test_a_reserve_past_int64_is_refused_even_without_a_limit(store: Store) -> N
     assert (held(store, "a"), held(store, "z")) == (10, 0)
 
 
+# -- idempotent charges -------------------------------------------------------------------------
+
+
+def test_a_charge_under_a_known_id_records_nothing(store: Store) -> None:
+    assert store.charge([line("a"), line("b")], 7, "m", NOW, "c1") is True
+    assert store.charge([line("b"), line("a")], 7, "m", NOW, "c1") is False  # a retry
+    assert store.charge([line("a")], 7, "m", NOW) is True  # no id: always recorded
+    usage = store.usage("a", W, NOW)
+    assert (usage.spent, dict(usage.by_model)) == (14, {"m": 14})
+    assert spent(store, "b") == 7
+
+
+def test_reusing_a_charge_id_for_another_charge_is_refused(store: Store) -> None:
+    store.charge([line("a")], 7, None, NOW, "c1")
+    with pytest.raises(InvalidInputError):
+        store.charge([line("a")], 8, None, NOW, "c1")
+    with pytest.raises(InvalidInputError):
+        store.charge([line("a"), line("b")], 7, None, NOW, "c1")
+    with pytest.raises(InvalidInputError):
+        store.charge([line("b")], 7, None, NOW, "c1")
+    assert (spent(store, "a"), spent(store, "b")) == (7, 0)
+
+
+def test_a_charge_retried_in_the_next_window_is_still_the_same_charge(store: Store) -> None:
+    # The first attempt landed just before midnight; its retry computes the next day's
+    # window: same charge, recorded once, in the window the first attempt used.
+    store.charge([line("a", window=W)], 5, None, NOW, "c1")
+    assert store.charge([line("a", window=W + 86_400)], 5, None, NOW + 60, "c1") is False
+    assert spent(store, "a", window=W) == 5
+    assert spent(store, "a", window=W + 86_400) == 0
+
+
+def test_charge_ids_and_hold_ids_do_not_collide(store: Store) -> None:
+    assert store.reserve("x", [line("a", 100)], 10, EXP, NOW) is None
+    assert store.charge([line("a")], 3, None, NOW, "x") is True
+    store.settle("x", 4, None, NOW)
+    assert spent(store, "a") == 7
+
+
+def test_a_refused_charge_does_not_use_up_its_id(store: Store) -> None:
+    store.charge([line("a")], MAX - 5, None, NOW)
+    with pytest.raises(CounterOverflowError):
+        store.charge([line("a")], 6, None, NOW, "c1")
+    assert store.charge([line("a")], 5, None, NOW, "c1") is True
+    assert spent(store, "a") == MAX
+
+
+def test_purge_forgets_charge_ids_after_the_retention(store: Store) -> None:
+    store.charge([line("a")], 5, None, NOW, "c1")
+    store.purge(NOW + 100, retention=200)
+    assert store.charge([line("a")], 5, None, NOW + 100, "c1") is False  # still known
+    store.purge(NOW + 300, retention=200)
+    assert store.charge([line("a")], 5, None, NOW + 300, "c1") is True  # forgotten
+    assert spent(store, "a") == 10
+
+
+def test_concurrent_charges_under_one_id_record_once(store: Store) -> None:
+    results: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def charge() -> None:
+        barrier.wait()
+        results.append(store.charge([line("a"), line("b")], 11, "m", NOW, "same"))
+
+    threads = [threading.Thread(target=charge) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 7 + [True]
+    assert spent(store, "a") == spent(store, "b") == 11
+
+
+def test_ledger_charge_with_an_id_is_a_safe_retry(store: Store, clock: FrozenClock) -> None:
+    ledger = Ledger(store, clock=clock)
+    budget = Budget.of("user:p:u", 10, "daily")
+    assert ledger.charge([budget], "0.25", model="m", charge_id="req-1") == Decimal("0.25")
+    assert ledger.charge([budget], "0.25", model="m", charge_id="req-1") == Decimal("0.25")
+    assert ledger.status(budget).spent == Decimal("0.25")
+    with pytest.raises(InvalidInputError):
+        ledger.charge([budget], "0.30", charge_id="req-1")
+    with pytest.raises(InvalidInputError):
+        ledger.charge([budget], "0.30", charge_id="\ud800")
+
+
 # -- reset and history -------------------------------------------------------------------
 
 

@@ -133,13 +133,19 @@ class _Plans:
         return released
 
     def charge(
-        self, budgets: Sequence[Budget], amount: MoneyLike, model: str | None
+        self,
+        budgets: Sequence[Budget],
+        amount: MoneyLike,
+        model: str | None,
+        charge_id: str | None = None,
     ) -> Plan[Decimal]:
         now = self.clock()
         units = cost_to_units(amount, what="charge amount")
+        if charge_id is not None:
+            check_id(charge_id, "charge id")
         lines = [b.line(b.window_at(now)) for b in budgets]
         _validate_lines(lines, units)
-        yield ("charge", (lines, units, model, now))
+        yield ("charge", (lines, units, model, now, charge_id))
         return from_units(units)
 
     def status(self, budget: Budget) -> Plan[BudgetStatus]:
@@ -275,10 +281,16 @@ class Ledger:
         return run_sync(self._plans.release(hold), self._call)
 
     def charge(
-        self, budgets: Sequence[Budget], amount: MoneyLike, *, model: str | None = None
+        self,
+        budgets: Sequence[Budget],
+        amount: MoneyLike,
+        *,
+        model: str | None = None,
+        charge_id: str | None = None,
     ) -> Decimal:
-        """Record a cost that already happened, limit or not (the seed's ``update_cost``)."""
-        return run_sync(self._plans.charge(budgets, amount, model), self._call)
+        """Record a cost that already happened, limit or not (the seed's ``update_cost``).
+        With a ``charge_id``, charging again under it records nothing (a safe retry)."""
+        return run_sync(self._plans.charge(budgets, amount, model, charge_id), self._call)
 
     def status(self, budget: Budget) -> BudgetStatus:
         return run_sync(self._plans.status(budget), self._call)
@@ -384,9 +396,14 @@ class AsyncLedger:
         return await run_async(self._plans.release(hold), self._call)
 
     async def charge(
-        self, budgets: Sequence[Budget], amount: MoneyLike, *, model: str | None = None
+        self,
+        budgets: Sequence[Budget],
+        amount: MoneyLike,
+        *,
+        model: str | None = None,
+        charge_id: str | None = None,
     ) -> Decimal:
-        return await run_async(self._plans.charge(budgets, amount, model), self._call)
+        return await run_async(self._plans.charge(budgets, amount, model, charge_id), self._call)
 
     async def status(self, budget: Budget) -> BudgetStatus:
         return await run_async(self._plans.status(budget), self._call)

@@ -453,14 +453,27 @@ def release(request: Request, project: str, body: ReleaseIn) -> ReleaseOut:
 
 @router.post("/projects/{project}/charge", response_model=ChargeOut, responses=_BUDGET_404)
 def charge(request: Request, project: str, body: ChargeIn) -> ChargeOut:
-    """Record a cost that already happened (recorded even past the limit: it was spent)."""
+    """Record a cost that already happened (recorded even past the limit: it was spent).
+    Idempotent by ``charge_id``: a retry under the same id records nothing."""
     _names(project, body.user)
     state = get_state(request)
     budget = _budget(state, project, body.user)
-    charged = state.ledger.charge([budget], body.amount, model=body.model)
-    state.metrics.record_spend(budget.scope, float(charged))
-    state.alerts.notify([budget.scope])
-    return ChargeOut(user=body.user, charged=str(charged))
+    client_id = body.charge_id or uuid.uuid4().hex
+    units = cost_to_units(body.amount, what="charge amount")
+    now = state.clock()
+    # The store directly (as the ledger would), to learn whether this repeated a charge.
+    recorded = state.store.charge(
+        [budget.line(budget.window_at(now))],
+        units,
+        body.model,
+        now,
+        _hold_key(budget.scope, client_id),
+    )
+    charged = from_units(units)
+    if recorded:
+        state.metrics.record_spend(budget.scope, float(charged))
+        state.alerts.notify([budget.scope])
+    return ChargeOut(user=body.user, charged=str(charged), charge_id=client_id, recorded=recorded)
 
 
 @router.post("/projects/{project}/reset", response_model=BudgetOut, responses=_BUDGET_404)

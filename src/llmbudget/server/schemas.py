@@ -236,11 +236,18 @@ class ChargeIn(_Body):
     user: Name
     amount: MoneyIn
     model: Model | None = None
+    charge_id: ClientHoldId | None = Field(
+        None,
+        description="Idempotency key: charging again under the same id (same amount) records "
+        "nothing, so a retry after a lost answer is safe.",
+    )
 
 
 class ChargeOut(BaseModel):
     user: str
     charged: str
+    charge_id: str
+    recorded: bool = Field(description="False when this repeated an earlier charge_id.")
 
 
 class UserIn(_Body):
@@ -345,6 +352,14 @@ class StoreChargeIn(_Body):
     amount: Units
     model: StoreModel | None = None
     now: Epoch
+    charge_id: HoldId | None = Field(
+        None, description="Idempotency key: charging again under it records nothing."
+    )
+
+
+class StoreChargeOut(BaseModel):
+    ok: bool = True
+    recorded: bool
 
 
 class StoreUsageIn(_Body):

@@ -23,13 +23,20 @@ one Redis Lua script. Semantics every store must keep (the conformance suite che
     the money was spent. Unknown ids raise :class:`~llmbudget.errors.UnknownHoldError`.
 ``release(hold_id, now)``
     Ends a hold without spend; ``False`` if it was already settled or released.
-``charge(lines, amount, model, now)``
-    Records spend unconditionally (a cost that has already happened).
+``charge(lines, amount, model, now, charge_id=None)``
+    Records spend unconditionally (a cost that has already happened) and returns ``True``.
+    With a ``charge_id`` it is idempotent: charging again under an id the store has seen,
+    with the same amount on the same scopes, records nothing and returns ``False`` (the
+    window may differ: a retry just after a window boundary is still the same charge), so
+    a client may retry a charge whose answer it lost. Any other reuse of the id raises
+    :class:`~llmbudget.errors.InvalidInputError` and changes nothing. Charge ids are kept
+    ``retention`` seconds (see ``purge``).
 ``usage(scope, window, now)``
     Spent, active holds, and spend per model of one scope's window.
 ``purge(now, retention)``
     Forgets holds that expired more than ``retention`` seconds ago (so a late settle
-    within the retention still lands) and returns how many it removed.
+    within the retention still lands) and returns how many it removed. Also forgets the
+    ids of charges recorded more than ``retention`` seconds ago.
 
 Beside the ledger, two small generic facilities serve the server and the gateway, so
 that they need no storage of their own on any backend:
@@ -72,6 +79,7 @@ __all__ = [
     "SettleResult",
     "Store",
     "Usage",
+    "charge_conflict",
     "check_counter",
     "validate_lines",
 ]
@@ -147,7 +155,14 @@ class Store(ABC):
     def release(self, hold_id: str, now: float) -> bool: ...
 
     @abstractmethod
-    def charge(self, lines: Sequence[Line], amount: int, model: str | None, now: float) -> None: ...
+    def charge(
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> bool: ...
 
     @abstractmethod
     def usage(self, scope: str, window: int, now: float) -> Usage: ...
@@ -228,8 +243,13 @@ class AsyncStore(Protocol):
     ) -> SettleResult: ...
     async def release(self, hold_id: str, now: float) -> bool: ...
     async def charge(
-        self, lines: Sequence[Line], amount: int, model: str | None, now: float
-    ) -> None: ...
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> bool: ...
     async def usage(self, scope: str, window: int, now: float) -> Usage: ...
     async def reset(self, scope: str, window: int) -> None: ...
     async def history(self, scope: str, limit: int = 100) -> list[tuple[int, int]]: ...
@@ -267,6 +287,14 @@ def validate_lines(lines: object, amount: object) -> None:
         if key in seen:
             raise InvalidInputError(f"scope {line.scope!r} given twice in one operation")
         seen.add(key)
+
+
+def charge_conflict(charge_id: str) -> InvalidInputError:
+    """The error for a charge id reused with another amount or other scopes."""
+    return InvalidInputError(
+        f"charge id {charge_id!r} was already used for a different charge (another amount "
+        "or other scopes)"
+    )
 
 
 def check_counter(scope: str, window: int, current: int, add: int) -> None:

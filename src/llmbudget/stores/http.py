@@ -30,6 +30,7 @@ import math
 import os
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -211,17 +212,24 @@ class HttpStore(Store):
         Checks.release(hold_id, now)
         return bool(self._call("release", {"hold_id": hold_id, "now": now})["released"])
 
-    def charge(self, lines: Sequence[Line], amount: int, model: str | None, now: float) -> None:
-        Checks.charge(lines, amount, model, now, None)
-        self._call(
-            "charge",
-            {
-                "lines": [_line(line) for line in lines],
-                "amount": amount,
-                "model": model,
-                "now": now,
-            },
-        )
+    def charge(
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> bool:
+        Checks.charge(lines, amount, model, now, charge_id)
+        # Always with an id, so the server can tell a repeated request from a new charge.
+        body = {
+            "lines": [_line(line) for line in lines],
+            "amount": amount,
+            "model": model,
+            "now": now,
+            "charge_id": charge_id or f"http-{uuid.uuid4().hex}",
+        }
+        return bool(self._call("charge", body).get("recorded", True))
 
     def usage(self, scope: str, window: int, now: float) -> Usage:
         Checks.window(scope, window, now)

@@ -20,6 +20,7 @@ from llmbudget.stores.base import (
     SettleResult,
     Store,
     Usage,
+    charge_conflict,
     check_counter,
 )
 
@@ -35,6 +36,13 @@ class _Hold:
     actual: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Charge:
+    amount: int
+    scopes: frozenset[str]
+    at: float
+
+
 class MemoryStore(Store):
     """Thread-safe, not shared between processes, gone when the process ends."""
 
@@ -46,6 +54,7 @@ class MemoryStore(Store):
         # Holds still counting, per (scope, window): reserves scan only these, not every
         # hold kept for late settles.
         self._active: dict[tuple[str, int], dict[str, _Hold]] = defaultdict(dict)
+        self._charges: dict[str, _Charge] = {}
         self._budgets: dict[str, BudgetRecord] = {}
         self._docs: dict[tuple[str, str], dict[str, Any]] = {}
         self._logs: dict[str, list[LogEntry]] = defaultdict(list)
@@ -128,10 +137,26 @@ class MemoryStore(Store):
             hold.state = "released"
             return True
 
-    def charge(self, lines: Sequence[Line], amount: int, model: str | None, now: float) -> None:
-        Checks.charge(lines, amount, model, now, None)
+    def charge(
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> bool:
+        Checks.charge(lines, amount, model, now, charge_id)
+        scopes = frozenset(line.scope for line in lines)
         with self._lock:
+            if charge_id is not None and charge_id in self._charges:
+                seen = self._charges[charge_id]
+                if (seen.amount, seen.scopes) != (amount, scopes):
+                    raise charge_conflict(charge_id)
+                return False
             self._record([(line.scope, line.window) for line in lines], amount, model)
+            if charge_id is not None:
+                self._charges[charge_id] = _Charge(amount, scopes, now)
+            return True
 
     def usage(self, scope: str, window: int, now: float) -> Usage:
         Checks.window(scope, window, now)
@@ -164,6 +189,8 @@ class MemoryStore(Store):
             gone = [k for k, h in self._holds.items() if h.expires_at + retention <= now]
             for key in gone:
                 del self._holds[key]
+            for charge_id in [k for k, c in self._charges.items() if c.at + retention <= now]:
+                del self._charges[charge_id]
             return len(gone)
 
     def put_budget(self, record: BudgetRecord) -> None:

@@ -16,6 +16,8 @@ Key layout (``P`` is ``{name}:``, ``name`` from ``?prefix=``, default ``llmbudge
     P spent:<scope>             HASH  window -> spent
     P wins:<scope>              ZSET  windows with recorded spend (history order)
     P model:<win>:<scope>       HASH  model -> spent
+    P charge:<id>               STR   amount and scopes of a charge made under an id
+    P charges                   ZSET  charge id -> when it was recorded (for purge)
     P budgets                   HASH  scope -> JSON budget record
     P budget-index              ZSET  scopes, all score 0 (prefix listing by ZRANGEBYLEX)
     P docs:<kind>               HASH  key -> JSON document
@@ -62,6 +64,7 @@ from llmbudget.stores.base import (
     SettleResult,
     Store,
     Usage,
+    charge_conflict,
 )
 
 __all__ = ["AsyncRedisStore", "RedisStore"]
@@ -208,6 +211,13 @@ class _Ops:
     def k_heldsum(self, scope: str, window: int) -> str:
         return f"{self.p}heldsum:{window}:{scope}"
 
+    def k_charge(self, charge_id: str) -> str:
+        return f"{self.p}charge:{charge_id}"
+
+    @property
+    def k_charges(self) -> str:
+        return f"{self.p}charges"
+
     @property
     def k_holds(self) -> str:
         return f"{self.p}holds"
@@ -274,11 +284,19 @@ class _Ops:
         return bool(int(reply))
 
     def charge(
-        self, lines: Sequence[Line], amount: int, model: str | None, now: float
-    ) -> Plan[None]:
-        Checks.charge(lines, amount, model, now, None)
-        keys: list[str] = []
-        args: list[str | bytes | int] = [self.p, amount, "0" if model is None else "1", model or ""]
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> Plan[bool]:
+        Checks.charge(lines, amount, model, now, charge_id)
+        keys: list[str] = [self.k_charge(charge_id or ""), self.k_charges]
+        args: list[str | bytes | int] = [
+            self.p, amount, "0" if model is None else "1", model or "", charge_id or "",
+            _score(now),
+        ]  # fmt: skip
         for line in lines:
             keys += [
                 self.k_spent(line.scope),
@@ -288,6 +306,10 @@ class _Ops:
             args += [line.scope, line.window]
         reply = yield _Eval(SCRIPTS["charge"], tuple(keys), tuple(args))
         _check_overflow(reply, lines)
+        if isinstance(reply, list):  # {-1}: the id was used for another charge
+            assert charge_id is not None
+            raise charge_conflict(charge_id)
+        return bool(int(reply))
 
     def usage(self, scope: str, window: int, now: float) -> Plan[Usage]:
         Checks.window(scope, window, now)
@@ -318,12 +340,12 @@ class _Ops:
     def purge(self, now: float, retention: float) -> Plan[int]:
         Checks.purge(now, retention)
         removed_total = 0
-        keys = (self.k_active, self.k_holds)
+        keys = (self.k_active, self.k_holds, self.k_charges)
         args = (self.p, _score(now), _score(now - retention), PURGE_BATCH)
         while True:
-            pruned, removed = yield _Eval(SCRIPTS["purge"], keys, args)
+            pruned, removed, charges = yield _Eval(SCRIPTS["purge"], keys, args)
             removed_total += int(removed)
-            if int(pruned) < PURGE_BATCH and int(removed) < PURGE_BATCH:
+            if max(int(pruned), int(removed), int(charges)) < PURGE_BATCH:
                 return removed_total
 
     # -- budget definitions and documents: records by name with a listing index -------
@@ -617,8 +639,15 @@ class RedisStore(_Shell, Store):
     def release(self, hold_id: str, now: float) -> bool:
         return self._run(self._ops.release(hold_id, now))
 
-    def charge(self, lines: Sequence[Line], amount: int, model: str | None, now: float) -> None:
-        self._run(self._ops.charge(lines, amount, model, now))
+    def charge(
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> bool:
+        return self._run(self._ops.charge(lines, amount, model, now, charge_id))
 
     def usage(self, scope: str, window: int, now: float) -> Usage:
         return self._run(self._ops.usage(scope, window, now))
@@ -722,9 +751,14 @@ class AsyncRedisStore(_Shell):
         return await self._run(self._ops.release(hold_id, now))
 
     async def charge(
-        self, lines: Sequence[Line], amount: int, model: str | None, now: float
-    ) -> None:
-        await self._run(self._ops.charge(lines, amount, model, now))
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> bool:
+        return await self._run(self._ops.charge(lines, amount, model, now, charge_id))
 
     async def usage(self, scope: str, window: int, now: float) -> Usage:
         return await self._run(self._ops.usage(scope, window, now))

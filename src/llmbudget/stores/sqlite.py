@@ -32,6 +32,7 @@ from llmbudget.stores.base import (
     SettleResult,
     Store,
     Usage,
+    charge_conflict,
     check_counter,
 )
 
@@ -69,6 +70,12 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE logs (
         id INTEGER PRIMARY KEY, kind TEXT NOT NULL, at REAL NOT NULL, data TEXT NOT NULL);
     CREATE INDEX logs_kind_at ON logs (kind, at);
+    """,
+    """
+    CREATE TABLE charges (
+        id TEXT PRIMARY KEY, amount INTEGER NOT NULL, scopes TEXT NOT NULL,
+        at REAL NOT NULL) WITHOUT ROWID;
+    CREATE INDEX charges_at ON charges (at);
     """,
 )
 
@@ -290,14 +297,36 @@ class SQLiteStore(Store):
 
         return self._guard(run)
 
-    def charge(self, lines: Sequence[Line], amount: int, model: str | None, now: float) -> None:
-        Checks.charge(lines, amount, model, now, None)
+    def charge(
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> bool:
+        Checks.charge(lines, amount, model, now, charge_id)
+        scopes = json.dumps(sorted({line.scope for line in lines}))
 
-        def run() -> None:
+        def run() -> bool:
             with self._write() as conn:
+                if charge_id is not None:
+                    seen = conn.execute(
+                        "SELECT amount, scopes FROM charges WHERE id = ?", (charge_id,)
+                    ).fetchone()
+                    if seen is not None:
+                        if tuple(seen) != (amount, scopes):
+                            raise charge_conflict(charge_id)
+                        return False
                 _record(conn, [[line.scope, line.window] for line in lines], amount, model)
+                if charge_id is not None:
+                    conn.execute(
+                        "INSERT INTO charges (id, amount, scopes, at) VALUES (?, ?, ?, ?)",
+                        (charge_id, amount, scopes, now),
+                    )
+                return True
 
-        self._guard(run)
+        return self._guard(run)
 
     def usage(self, scope: str, window: int, now: float) -> Usage:
         Checks.window(scope, window, now)
@@ -351,6 +380,7 @@ class SQLiteStore(Store):
                 # Expired holds stop counting at once; their rows are only kept for late settles.
                 conn.execute("DELETE FROM active_holds WHERE expires_at <= ?", (now,))
                 cursor = conn.execute("DELETE FROM holds WHERE expires_at <= ?", (now - retention,))
+                conn.execute("DELETE FROM charges WHERE at <= ?", (now - retention,))
                 return cursor.rowcount
 
         return self._guard(run)

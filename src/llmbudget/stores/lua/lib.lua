@@ -16,7 +16,9 @@ local function k_wins(scope) return P .. 'wins:' .. scope end
 local function k_model(scope, win) return P .. 'model:' .. win .. ':' .. scope end
 local function k_held(scope, win) return P .. 'held:' .. win .. ':' .. scope end
 local function k_heldsum(scope, win) return P .. 'heldsum:' .. win .. ':' .. scope end
+local function k_charge(id) return P .. 'charge:' .. id end
 local K_HOLDS = P .. 'holds'
+local K_CHARGES = P .. 'charges'
 local K_ACTIVE = P .. 'active'
 
 local function big_add(a, b)
