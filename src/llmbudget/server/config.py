@@ -9,6 +9,7 @@ file; ``$LLMBUDGET_STORE`` and ``$LLMBUDGET_ADMIN_KEY`` fill what neither set.
     store = "sqlite:////var/lib/llmbudget/ledger.db"
     admin_key = "change-me"          # or $LLMBUDGET_ADMIN_KEY
     purge_interval = 60              # seconds between sweeps of expired holds
+    session_ttl = 43200              # seconds a dashboard login lasts
 
     [alerts]
     webhook_url = "https://hooks.example/budget"
@@ -103,6 +104,7 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY
     default_timezone: str = "UTC"
     trust_client_clock: bool = False
+    session_ttl: float = 12 * 3600.0
     alerts: AlertConfig = field(default_factory=AlertConfig)
     gateway: Mapping[str, Any] | None = None
 
@@ -141,6 +143,7 @@ class ServerConfig:
             max_body_bytes=file.max_body_bytes,
             default_timezone=file.default_timezone,
             trust_client_clock=file.trust_client_clock,
+            session_ttl=float(file.session_ttl),
             alerts=AlertConfig(
                 webhook_url=alerts.webhook_url,
                 thresholds=tuple(alerts.thresholds),
@@ -205,6 +208,7 @@ class _ServerFile(StrictModel):
     max_body_bytes: Annotated[StrictInt, Field(gt=0)] = DEFAULT_MAX_BODY
     default_timezone: Annotated[StrictStr, AfterValidator(_timezone)] = "UTC"
     trust_client_clock: StrictBool = False
+    session_ttl: Positive = 12 * 3600.0
     alerts: _AlertsFile | None = None
     # The gateway's part of the file: checked by the gateway's own schema.
     model_list: Any = None
