@@ -5,6 +5,10 @@ and every write in a ``BEGIN IMMEDIATE`` transaction, which takes SQLite's singl
 lock before reading, so a check and the write that follows it can never interleave with
 another writer's. ``busy_timeout`` makes waiting writers queue instead of failing.
 
+The database file is created at the first write, not on open or read: reading a store
+whose file does not exist answers "nothing" (no budgets, no spend), so
+``BudgetManager("p").get_users()`` in an empty directory leaves no ``llmbudget.db`` behind.
+
 Durability: ``synchronous=NORMAL`` in WAL mode loses nothing when the *process* is
 killed (kill -9): a committed transaction is in the WAL file, which the next open
 replays. Only an OS crash or power cut can lose the last transactions; pass
@@ -127,7 +131,10 @@ class SQLiteStore(Store):
         directory = os.path.dirname(os.path.abspath(path))
         if path != ":memory:" and not os.path.isdir(directory):
             raise StoreUnavailableError(f"directory of SQLite database {path!r} does not exist")
-        self._guard(self._migrate)
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        if path == ":memory:" or os.path.exists(path):
+            self._guard(self._ensure)
 
     # -- connections -----------------------------------------------------------------
 
@@ -162,8 +169,34 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
 
+    def _ensure(self) -> None:
+        """Create the database (file and schema) unless this store already has."""
+        if self._ready:
+            return
+        with self._ready_lock:
+            if not self._ready:
+                self._migrate()
+                self._ready = True
+
+    def _absent(self) -> bool:
+        """``True`` while there is no database: reads answer "nothing" without creating
+        the file, which only the first write does (so a read in an empty directory
+        leaves no ``llmbudget.db`` behind)."""
+        if self._ready:
+            return False
+        if not os.path.exists(self.path):
+            return True
+        self._guard(self._ensure)  # created by another store or process since
+        return False
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        self._ensure()
+        with self._transaction() as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         # Writers of this process queue on a mutex first: SQLite's own busy handler sleeps
         # in steps of up to 100 ms, which under thread contention turns into long tail
         # latency. Other processes still meet at SQLite's lock (busy_timeout).
@@ -185,7 +218,7 @@ class SQLiteStore(Store):
         return self._writer_lock
 
     def _migrate(self) -> None:
-        with self._write() as conn:
+        with self._transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
                 for statement in script.split(";"):
@@ -258,6 +291,8 @@ class SQLiteStore(Store):
 
     def settle(self, hold_id: str, actual: int, model: str | None, now: float) -> SettleResult:
         Checks.settle(hold_id, actual, model, now)
+        if self._absent():
+            raise UnknownHoldError(hold_id)
 
         def run() -> SettleResult:
             with self._write() as conn:
@@ -281,6 +316,8 @@ class SQLiteStore(Store):
 
     def release(self, hold_id: str, now: float) -> bool:
         Checks.release(hold_id, now)
+        if self._absent():
+            raise UnknownHoldError(hold_id)
 
         def run() -> bool:
             with self._write() as conn:
@@ -330,6 +367,8 @@ class SQLiteStore(Store):
 
     def usage(self, scope: str, window: int, now: float) -> Usage:
         Checks.window(scope, window, now)
+        if self._absent():
+            return Usage()
 
         def run() -> Usage:
             conn = self._conn()
@@ -350,6 +389,8 @@ class SQLiteStore(Store):
 
     def reset(self, scope: str, window: int) -> None:
         Checks.window(scope, window)
+        if self._absent():
+            return
 
         def run() -> None:
             with self._write() as conn:
@@ -362,6 +403,8 @@ class SQLiteStore(Store):
 
     def history(self, scope: str, limit: int = 100) -> list[tuple[int, int]]:
         Checks.history(scope, limit)
+        if self._absent():
+            return []
 
         def run() -> list[tuple[int, int]]:
             rows = self._conn().execute(
@@ -374,6 +417,8 @@ class SQLiteStore(Store):
 
     def purge(self, now: float, retention: float) -> int:
         Checks.purge(now, retention)
+        if self._absent():
+            return 0
 
         def run() -> int:
             with self._write() as conn:
@@ -410,6 +455,8 @@ class SQLiteStore(Store):
 
     def get_budgets(self, scopes: Sequence[str]) -> list[BudgetRecord | None]:
         Checks.scopes(scopes)
+        if self._absent():
+            return [None] * len(scopes)
 
         def run() -> list[BudgetRecord | None]:
             if not scopes:
@@ -425,6 +472,8 @@ class SQLiteStore(Store):
 
     def list_budgets(self, prefix: str) -> list[BudgetRecord]:
         Checks.name(prefix, "prefix", allow_empty=True)
+        if self._absent():
+            return []
 
         def run() -> list[BudgetRecord]:
             # A range scan rather than LIKE, so '%' and '_' in scopes need no escaping.
@@ -439,6 +488,8 @@ class SQLiteStore(Store):
 
     def delete_budget(self, scope: str) -> bool:
         Checks.name(scope, "scope")
+        if self._absent():
+            return False
 
         def run() -> bool:
             with self._write() as conn:
@@ -477,6 +528,8 @@ class SQLiteStore(Store):
 
     def get_doc(self, kind: str, key: str) -> dict[str, Any] | None:
         Checks.doc(kind, key)
+        if self._absent():
+            return None
 
         def run() -> dict[str, Any] | None:
             row = (
@@ -490,6 +543,8 @@ class SQLiteStore(Store):
 
     def list_docs(self, kind: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
         Checks.list_docs(kind, prefix)
+        if self._absent():
+            return []
 
         def run() -> list[tuple[str, dict[str, Any]]]:
             rows = self._conn().execute(
@@ -502,6 +557,8 @@ class SQLiteStore(Store):
 
     def delete_doc(self, kind: str, key: str) -> bool:
         Checks.doc(kind, key)
+        if self._absent():
+            return False
 
         def run() -> bool:
             with self._write() as conn:
@@ -524,6 +581,8 @@ class SQLiteStore(Store):
         self, kind: str, since: float = 0.0, until: float = float("inf"), limit: int = 100
     ) -> list[LogEntry]:
         Checks.read_log(kind, since, until, limit)
+        if self._absent():
+            return []
 
         def run() -> list[LogEntry]:
             rows = self._conn().execute(
