@@ -1155,7 +1155,7 @@ def test_postgres_url_handling() -> None:
     config = _Config.parse("postgresql://u:pw@h:5433/db?schema=s1&pool_max=3&sslmode=require")
     assert (config.schema, config.pool_max, config.pool_min) == ("s1", 3, 1)
     assert "schema" not in config.conninfo and "pool_max" not in config.conninfo
-    assert "sslmode=require" in config.conninfo and "connect_timeout=3" in config.conninfo
+    assert "sslmode=require" in config.conninfo and "connect_timeout=2" in config.conninfo
     with pytest.raises(InvalidInputError):
         _Config.parse("postgresql://h/db?pool_max=0")
     with pytest.raises(InvalidInputError):

@@ -22,7 +22,8 @@ transaction-scoped advisory lock, so concurrent starts are safe. ``?schema=NAME`
 table and function in schema ``NAME`` (created if missing; default ``llmbudget``).
 Other URL parameters: ``pool_min`` (1), ``pool_max`` (10), ``pool_timeout`` (5 s: the
 longest an operation waits for a connection, so the bound on failing when the server is
-down), and every libpq parameter (``connect_timeout`` defaults to 3 s).
+down), and every libpq parameter (``connect_timeout`` defaults to 2 s). A bad URL (unknown host,
+refused port, missing database) fails at once, in one line naming the reason.
 """
 
 from __future__ import annotations
@@ -794,9 +795,9 @@ class _Config:
             raise InvalidInputError(
                 "need 0 <= pool_min <= pool_max, pool_max >= 1, pool_timeout > 0"
             )
-        # Bounded failure when the server or network is gone: connect within 3 s, and let
+        # Bounded failure when the server or network is gone: connect within 2 s, and let
         # TCP give up on a silent peer (keepalives while waiting, user timeout while sending).
-        query.setdefault("connect_timeout", "3")
+        query.setdefault("connect_timeout", "2")
         query.setdefault("keepalives", "1")
         query.setdefault("keepalives_idle", "5")
         query.setdefault("keepalives_interval", "2")
@@ -831,6 +832,12 @@ class _Config:
 _OVERFLOW = "llmbudget counter overflow: "
 
 
+def _one_line(exc: BaseException) -> str:
+    # libpq's messages span lines ("...failed: Connection refused\n\tIs the server
+    # running..."): one line, so a log or a terminal shows the reason once, whole.
+    return " ".join(str(exc).split())
+
+
 def _translate(exc: BaseException, where: str) -> LLMBudgetError:
     if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
         # Raised by the functions before any change (migration 3): a refusal, not a failure.
@@ -840,15 +847,15 @@ def _translate(exc: BaseException, where: str) -> LLMBudgetError:
     if isinstance(exc, PoolClosed):
         return StoreError(f"PostgreSQL store {where} is closed")
     if isinstance(exc, PoolTimeout):
-        return StoreUnavailableError(f"PostgreSQL store {where}: no connection: {exc}")
+        return StoreUnavailableError(f"PostgreSQL store {where}: no connection: {_one_line(exc)}")
     if isinstance(exc, psycopg.OperationalError):
         state = exc.sqlstate
         # No SQLSTATE: the client lost or never had the connection. 08: connection
         # exception, 53: insufficient resources, 57: operator intervention (shutdown,
         # cancel), 58: system error. Others (deadlock, serialization) are store errors.
         if state is None or state[:2] in ("08", "53", "57", "58"):
-            return StoreUnavailableError(f"PostgreSQL store {where}: {exc}")
-    return StoreError(f"PostgreSQL store {where}: {exc}")
+            return StoreUnavailableError(f"PostgreSQL store {where}: {_one_line(exc)}")
+    return StoreError(f"PostgreSQL store {where}: {_one_line(exc)}")
 
 
 def _readable(fd: int) -> bool:
@@ -882,6 +889,28 @@ def _rows(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
     return cursor.description is not None
 
 
+def _drive(conn: psycopg.Connection[Any], plan: Plan[T], query: _Query) -> T:
+    """Run ``plan`` on ``conn`` from its first ``query``: each result is sent back in."""
+    while True:
+        cursor = conn.execute(query.sql, query.params)
+        rows = cursor.fetchall() if _rows(cursor) else []
+        try:
+            query = plan.send(rows)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+async def _adrive(conn: psycopg.AsyncConnection[Any], plan: Plan[T], query: _Query) -> T:
+    """:func:`_drive` for an asyncio connection."""
+    while True:
+        cursor = await conn.execute(query.sql, query.params)
+        rows = await cursor.fetchall() if _rows(cursor) else []
+        try:
+            query = plan.send(rows)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
 # -- the shells: they only execute what the plans yield -----------------------------------
 
 
@@ -911,8 +940,16 @@ class PostgresStore(Store):
             config.conninfo, configure=configure, **config.pool_args()
         )
         try:
+            # One direct connection first, which also migrates: a bad URL (unknown host,
+            # refused port, missing database) fails at once with libpq's reason, in one
+            # line, instead of the pool retrying (and logging each attempt) until
+            # pool_timeout.
+            plan = _migrate(config.schema)
+            with psycopg.connect(config.conninfo, autocommit=True) as conn:
+                conn.execute(config.search_path())
+                with conn.transaction():
+                    _drive(conn, plan, next(plan))
             self._pool.open(wait=True, timeout=config.pool_timeout)
-            self._run(_migrate(config.schema), transaction=True)
         except BaseException as exc:
             self._pool.close()
             if isinstance(exc, psycopg.Error):
@@ -950,13 +987,7 @@ class PostgresStore(Store):
                 self._connection() as conn,
                 conn.transaction() if transaction else nullcontext(),
             ):
-                while True:
-                    cursor = conn.execute(query.sql, query.params)
-                    rows = cursor.fetchall() if _rows(cursor) else []
-                    try:
-                        query = plan.send(rows)
-                    except StopIteration as done:
-                        return done.value  # type: ignore[no-any-return]
+                return _drive(conn, plan, query)
         except psycopg.Error as exc:
             raise _translate(exc, self._config.where) from exc
 
@@ -1074,11 +1105,18 @@ class AsyncPostgresStore:
             self._opening = asyncio.Lock()
         async with self._opening:
             if not self._ready:
+                config = self._config
+                plan = _migrate(config.schema)
                 try:
-                    await self._pool.open(wait=True, timeout=self._config.pool_timeout)
+                    # As in PostgresStore: one direct connection first (fast, clear errors).
+                    conn = await psycopg.AsyncConnection.connect(config.conninfo, autocommit=True)
+                    async with conn:
+                        await conn.execute(config.search_path())
+                        async with conn.transaction():
+                            await _adrive(conn, plan, next(plan))
+                    await self._pool.open(wait=True, timeout=config.pool_timeout)
                 except psycopg.Error as exc:
-                    raise _translate(exc, self._config.where) from exc
-                await self._execute(_migrate(self._config.schema), transaction=True)
+                    raise _translate(exc, config.where) from exc
                 self._ready = True
         return self
 
@@ -1108,13 +1146,7 @@ class AsyncPostgresStore:
                 self._connection() as conn,
                 conn.transaction() if transaction else nullcontext(),
             ):
-                while True:
-                    cursor = await conn.execute(query.sql, query.params)
-                    rows = await cursor.fetchall() if _rows(cursor) else []
-                    try:
-                        query = plan.send(rows)
-                    except StopIteration as done:
-                        return done.value  # type: ignore[no-any-return]
+                return await _adrive(conn, plan, query)
         except psycopg.Error as exc:
             raise _translate(exc, self._config.where) from exc
 
