@@ -35,7 +35,9 @@ def scope_key(kind: str, *parts: str) -> str:
     'user:proj%3Aa:42'
     """
     # Each part is checked first: quote() cannot encode lone surrogates.
-    names = [check_name(str(part), "name", allow_empty=True) for part in parts]
+    names = [
+        check_name(str(part), f"a name in a {kind!r} scope", allow_empty=True) for part in parts
+    ]
     return ":".join([kind, *(quote(name, safe="") for name in names)])
 
 
