@@ -147,6 +147,29 @@ def redis_store(tmp_path: Path) -> Iterator[Store]:
         delete_redis_prefix(isolation_name(tmp_path))
 
 
+@contextmanager
+def http_store(tmp_path: Path) -> Iterator[Store]:
+    """An HttpStore on a live budget server over a memory store, taking the client's times
+    as sent (``trust_client_clock``), so tests may drive time by hand."""
+    from llmbudget.server import ServerConfig, create_app
+    from llmbudget.server.testing import live_server
+    from llmbudget.stores.http import HttpStore
+    from llmbudget.stores.memory import MemoryStore
+
+    config = ServerConfig(admin_key="storekit-key", trust_client_clock=True)
+    with live_server(create_app(config, store=MemoryStore())) as base:
+        store = HttpStore(base, api_key="storekit-key")
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+# Every backend, the HTTP store included (the conformance suite runs over HTTP separately,
+# in test_hosted_manager.py).
+ALL_FACTORIES: dict[str, StoreFactory] = {}
+
+
 # Backends that share state across processes (used by the multi-process race tests),
 # by name; each value opens the same underlying state given the same tmp_path.
 FACTORIES: dict[str, StoreFactory] = {
@@ -156,6 +179,7 @@ FACTORIES: dict[str, StoreFactory] = {
     "redis": redis_store,
 }
 SHARED_ACROSS_PROCESSES = {"sqlite", "postgres", "redis"}
+ALL_FACTORIES.update(FACTORIES, http=http_store)
 
 
 def store_url(backend: str, tmp_path: Path) -> str:

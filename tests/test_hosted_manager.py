@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import multiprocessing as mp
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -427,3 +428,26 @@ def test_store_api_runs_on_the_servers_clock_not_the_clients(
         server_clock.advance(86_400 + 1)
         assert backing.usage("user:p:u", 0, server_clock()).held == 0
         store.close()
+
+
+def test_every_charge_carries_an_id_so_the_server_can_spot_a_repeat() -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json={"ok": True, "recorded": len(bodies) == 1})
+
+    store = _mock(handler)
+    assert store.charge([Line("a", 0)], 5, None, 0.0) is True
+    assert store.charge([Line("a", 0)], 5, None, 0.0, "mine") is False
+    assert bodies[0]["charge_id"].startswith("http-") and bodies[1]["charge_id"] == "mine"
+    store.charge([Line("a", 0)], 5, None, 0.0)
+    assert bodies[2]["charge_id"] != bodies[0]["charge_id"]  # a fresh id per call
+
+
+def test_a_charge_retried_over_http_with_its_id_records_once(http_store: HttpStore) -> None:
+    ledger = Ledger(http_store)
+    budget = Budget.of("user:p:u", 10, "daily")
+    for _ in range(3):
+        ledger.charge([budget], "0.25", charge_id="retry-me")
+    assert ledger.status(budget).spent == Decimal("0.25")

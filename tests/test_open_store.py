@@ -11,7 +11,9 @@ from llmbudget.stores import open_store
 def test_schemes_pick_their_store(tmp_path: Path) -> None:
     assert type(open_store("memory://")).__name__ == "MemoryStore"
     sqlite = open_store(f"sqlite:///{tmp_path / 'x.db'}")
-    assert type(sqlite).__name__ == "SQLiteStore" and (tmp_path / "x.db").exists()
+    assert type(sqlite).__name__ == "SQLiteStore"
+    sqlite.append_log("k", 0.0, {})  # the file is made at the first write
+    assert (tmp_path / "x.db").exists()
     sqlite.close()
     assert type(open_store("http://127.0.0.1:9")).__name__ == "HttpStore"
 
@@ -21,7 +23,10 @@ def test_default_is_sqlite_in_working_directory(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LLMBUDGET_STORE", raising=False)
-    open_store().close()
+    store = open_store()
+    assert not (tmp_path / "llmbudget.db").exists()  # not on open
+    store.append_log("k", 0.0, {})
+    store.close()
     assert (tmp_path / "llmbudget.db").exists()
 
 

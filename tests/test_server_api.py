@@ -492,3 +492,34 @@ def test_two_apps_have_separate_metrics(store: MemoryStore, clock: FrozenClock) 
     first.state.llmbudget.metrics.record_spend("user:a:b", 1.0)
     assert b"1.0" in first.state.llmbudget.metrics.render()
     assert b'project="a"' not in second.state.llmbudget.metrics.render()
+
+
+def test_charge_is_idempotent_by_charge_id(client: TestClient) -> None:
+    _create(client, amount="10")
+    first = client.post(
+        "/v1/projects/app/charge",
+        json={"user": "ann", "amount": "0.5", "model": "m", "charge_id": "req-1"},
+    )
+    assert first.status_code == 200, first.text
+    assert first.json() == {"user": "ann", "charged": "0.5", "charge_id": "req-1", "recorded": True}
+    again = client.post(
+        "/v1/projects/app/charge",
+        json={"user": "ann", "amount": "0.5", "model": "m", "charge_id": "req-1"},
+    )
+    assert again.json()["recorded"] is False
+    assert _spent(client) == "0.5"
+    other = client.post(
+        "/v1/projects/app/charge", json={"user": "ann", "amount": "0.7", "charge_id": "req-1"}
+    )
+    assert other.status_code == 400
+    assert _spent(client) == "0.5"
+    # Without an id the server makes one and says which.
+    generated = client.post("/v1/projects/app/charge", json={"user": "ann", "amount": "0.1"})
+    assert generated.json()["recorded"] is True and len(generated.json()["charge_id"]) == 32
+    assert _spent(client) == "0.6"
+    # Ids are per user, as hold ids are.
+    _create(client, user="bob", amount="10")
+    bob = client.post(
+        "/v1/projects/app/charge", json={"user": "bob", "amount": "0.7", "charge_id": "req-1"}
+    )
+    assert bob.json()["recorded"] is True

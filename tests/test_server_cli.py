@@ -138,7 +138,11 @@ def test_serve_reads_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     bad = tmp_path / "bad.toml"
     bad.write_text("colour = 'blue'\n")
     result = runner.invoke(app, ["serve", "--config", str(bad)])
-    assert result.exit_code == 2 and "unknown config keys: colour" in result.output
+    assert result.exit_code == 2 and "colour: unknown key" in " ".join(result.output.split())
+    bad.write_text("[alerts]\ntreshold = [0.5]\n")
+    result = runner.invoke(app, ["serve", "--config", str(bad)])
+    shown = " ".join(result.output.split())
+    assert result.exit_code == 2 and "alerts.treshold: unknown key; did you mean" in shown
 
 
 def test_load_config_formats_and_validation(

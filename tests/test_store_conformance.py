@@ -22,6 +22,7 @@ from llmbudget.budgets import Budget
 from llmbudget.clock import FrozenClock
 from llmbudget.errors import (
     BudgetExceededError,
+    CounterOverflowError,
     InvalidInputError,
     StoreError,
     StoreUnavailableError,
@@ -331,6 +332,157 @@ def test_amounts_beyond_double_precision_stay_exact(store: Store) -> None:
     assert store.reserve("h4", [line("b", 2**62 + 4)], 1, EXP, NOW) == Refusal(0, huge, 1)
     assert store.usage("b", W, NOW).by_model == {"m": huge}
     assert store.history("b") == [(W, huge)]
+
+
+# -- counters never overflow ---------------------------------------------------------------------
+
+MAX = 2**63 - 1
+NINE_BILLION = 9 * 10**18  # $9e9 in nano-dollars
+
+
+def test_invalid_lines_are_refused_before_touching_anything(store: Store) -> None:
+    # Every store runs the same checks (stores/base.py), not only the ledger before it.
+    with pytest.raises(InvalidInputError):
+        store.reserve("h", [line("a", 10), line("a", 10)], 1, EXP, NOW)
+    with pytest.raises(InvalidInputError):
+        store.charge([], 1, None, NOW)
+    with pytest.raises(InvalidInputError):
+        store.charge([line("a")], -1, None, NOW)
+    assert store.usage("a", W, NOW) == store.usage("never", W, NOW)
+
+
+def test_a_charge_past_int64_is_refused_and_changes_nothing(store: Store) -> None:
+    store.charge([line("a")], NINE_BILLION, "m", NOW)
+    with pytest.raises(CounterOverflowError):
+        store.charge([line("a")], NINE_BILLION, "m", NOW)
+    assert spent(store, "a") == NINE_BILLION
+    # The counter still adds exactly (SQLite would have turned it into a float).
+    for _ in range(1000):
+        store.charge([line("a")], 1, "m", NOW)
+    usage = store.usage("a", W, NOW)
+    assert (usage.spent, dict(usage.by_model)) == (NINE_BILLION + 1000, {"m": NINE_BILLION + 1000})
+    store.charge([line("a")], MAX - NINE_BILLION - 1000, None, NOW)  # exactly to the top
+    assert spent(store, "a") == MAX
+    with pytest.raises(CounterOverflowError):
+        store.charge([line("a")], 1, None, NOW)
+    assert store.history("a") == [(W, MAX)]
+
+
+def test_a_multi_line_charge_that_would_overflow_one_line_changes_no_line(store: Store) -> None:
+    store.charge([line("b")], MAX - 5, None, NOW)
+    with pytest.raises(CounterOverflowError):
+        store.charge([line("a"), line("b"), line("c")], 6, "m", NOW)
+    assert (spent(store, "a"), spent(store, "b"), spent(store, "c")) == (0, MAX - 5, 0)
+    assert store.usage("a", W, NOW).by_model == {}
+
+
+def test_a_settle_past_int64_is_refused_and_the_hold_stays(store: Store) -> None:
+    store.charge([line("a")], MAX - 10, None, NOW)
+    assert store.reserve("h", [line("b"), line("a")], 5, EXP, NOW) is None
+    with pytest.raises(CounterOverflowError):
+        store.settle("h", 11, "m", NOW)
+    assert (spent(store, "a"), spent(store, "b")) == (MAX - 10, 0)
+    assert held(store, "a") == held(store, "b") == 5
+    assert store.settle("h", 10, "m", NOW) == SettleResult(10, already=False)
+    assert spent(store, "a") == MAX
+
+
+def test_a_reserve_past_int64_is_refused_even_without_a_limit(store: Store) -> None:
+    store.charge([line("a")], MAX - 10, None, NOW)
+    with pytest.raises(CounterOverflowError):
+        store.reserve("h1", [line("a")], 11, EXP, NOW)
+    assert held(store, "a") == 0
+    with pytest.raises(UnknownHoldError):
+        store.release("h1", NOW)
+    assert store.reserve("h2", [line("a")], 10, EXP, NOW) is None
+    with pytest.raises(CounterOverflowError):
+        store.reserve("h3", [line("z"), line("a")], 1, EXP, NOW)
+    assert (held(store, "a"), held(store, "z")) == (10, 0)
+
+
+# -- idempotent charges -------------------------------------------------------------------------
+
+
+def test_a_charge_under_a_known_id_records_nothing(store: Store) -> None:
+    assert store.charge([line("a"), line("b")], 7, "m", NOW, "c1") is True
+    assert store.charge([line("b"), line("a")], 7, "m", NOW, "c1") is False  # a retry
+    assert store.charge([line("a")], 7, "m", NOW) is True  # no id: always recorded
+    usage = store.usage("a", W, NOW)
+    assert (usage.spent, dict(usage.by_model)) == (14, {"m": 14})
+    assert spent(store, "b") == 7
+
+
+def test_reusing_a_charge_id_for_another_charge_is_refused(store: Store) -> None:
+    store.charge([line("a")], 7, None, NOW, "c1")
+    with pytest.raises(InvalidInputError):
+        store.charge([line("a")], 8, None, NOW, "c1")
+    with pytest.raises(InvalidInputError):
+        store.charge([line("a"), line("b")], 7, None, NOW, "c1")
+    with pytest.raises(InvalidInputError):
+        store.charge([line("b")], 7, None, NOW, "c1")
+    assert (spent(store, "a"), spent(store, "b")) == (7, 0)
+
+
+def test_a_charge_retried_in_the_next_window_is_still_the_same_charge(store: Store) -> None:
+    # The first attempt landed just before midnight; its retry computes the next day's
+    # window: same charge, recorded once, in the window the first attempt used.
+    store.charge([line("a", window=W)], 5, None, NOW, "c1")
+    assert store.charge([line("a", window=W + 86_400)], 5, None, NOW + 60, "c1") is False
+    assert spent(store, "a", window=W) == 5
+    assert spent(store, "a", window=W + 86_400) == 0
+
+
+def test_charge_ids_and_hold_ids_do_not_collide(store: Store) -> None:
+    assert store.reserve("x", [line("a", 100)], 10, EXP, NOW) is None
+    assert store.charge([line("a")], 3, None, NOW, "x") is True
+    store.settle("x", 4, None, NOW)
+    assert spent(store, "a") == 7
+
+
+def test_a_refused_charge_does_not_use_up_its_id(store: Store) -> None:
+    store.charge([line("a")], MAX - 5, None, NOW)
+    with pytest.raises(CounterOverflowError):
+        store.charge([line("a")], 6, None, NOW, "c1")
+    assert store.charge([line("a")], 5, None, NOW, "c1") is True
+    assert spent(store, "a") == MAX
+
+
+def test_purge_forgets_charge_ids_after_the_retention(store: Store) -> None:
+    store.charge([line("a")], 5, None, NOW, "c1")
+    store.purge(NOW + 100, retention=200)
+    assert store.charge([line("a")], 5, None, NOW + 100, "c1") is False  # still known
+    store.purge(NOW + 300, retention=200)
+    assert store.charge([line("a")], 5, None, NOW + 300, "c1") is True  # forgotten
+    assert spent(store, "a") == 10
+
+
+def test_concurrent_charges_under_one_id_record_once(store: Store) -> None:
+    results: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def charge() -> None:
+        barrier.wait()
+        results.append(store.charge([line("a"), line("b")], 11, "m", NOW, "same"))
+
+    threads = [threading.Thread(target=charge) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 7 + [True]
+    assert spent(store, "a") == spent(store, "b") == 11
+
+
+def test_ledger_charge_with_an_id_is_a_safe_retry(store: Store, clock: FrozenClock) -> None:
+    ledger = Ledger(store, clock=clock)
+    budget = Budget.of("user:p:u", 10, "daily")
+    assert ledger.charge([budget], "0.25", model="m", charge_id="req-1") == Decimal("0.25")
+    assert ledger.charge([budget], "0.25", model="m", charge_id="req-1") == Decimal("0.25")
+    assert ledger.status(budget).spent == Decimal("0.25")
+    with pytest.raises(InvalidInputError):
+        ledger.charge([budget], "0.30", charge_id="req-1")
+    with pytest.raises(InvalidInputError):
+        ledger.charge([budget], "0.30", charge_id="\ud800")
 
 
 # -- reset and history -------------------------------------------------------------------
@@ -673,22 +825,6 @@ def postgres_store(tmp_path: Path) -> Any:
         yield store
 
 
-@pytest.mark.parametrize("fixture", ["postgres_store", "redis_store"])
-def test_server_stores_refuse_invalid_lines_before_touching_anything(
-    fixture: str, request: pytest.FixtureRequest
-) -> None:
-    # The ledger checks these first; a server store given them directly must not
-    # half-apply (the in-process reference stores leave the checks to the ledger).
-    store = request.getfixturevalue(fixture)
-    with pytest.raises(InvalidInputError):
-        store.reserve("h", [line("a", 10), line("a", 10)], 1, EXP, NOW)
-    with pytest.raises(InvalidInputError):
-        store.charge([], 1, None, NOW)
-    with pytest.raises(InvalidInputError):
-        store.charge([line("a")], -1, None, NOW)
-    assert store.usage("a", W, NOW) == store.usage("never", W, NOW)
-
-
 def test_redis_cluster_client_on_a_one_node_cluster(tmp_path: Path) -> None:
     # A real Redis Cluster (one node owning every slot): the cluster client routes each
     # script by its keys, which all share the store's hash tag.
@@ -893,11 +1029,14 @@ def test_redis_cluster_client_against_a_non_cluster_server_fails_cleanly() -> No
 
 
 def test_redis_errors_are_translated(redis_store: Any) -> None:
-    # A Redis-side error (here: a score Redis cannot parse) is a StoreError, never a
-    # driver exception leaking out.
+    # A Redis-side error (here: a key of the wrong type) is a StoreError, never a driver
+    # exception leaking out. (A NaN time no longer gets that far: it is refused first.)
+    redis_store._client.set(redis_store._ops.k_spent("a"), "not a hash")
     with pytest.raises(StoreError) as error:
-        redis_store.reserve("h", [line("a", 10)], 1, float("nan"), NOW)
+        redis_store.reserve("h", [line("a", 10)], 1, EXP, NOW)
     assert not isinstance(error.value, StoreUnavailableError)
+    with pytest.raises(InvalidInputError):
+        redis_store.reserve("h", [line("b", 10)], 1, float("nan"), NOW)
 
 
 def test_redis_unreachable_is_unavailable_quickly() -> None:
@@ -986,10 +1125,18 @@ def test_postgres_rejects_a_newer_schema(postgres_store: Any) -> None:
 
 
 def test_postgres_errors_are_translated(postgres_store: Any) -> None:
-    # PostgreSQL refuses NUL in text: a data error is a StoreError, not a driver exception.
+    # A data error on the server is a StoreError, not a driver exception. (NUL in text,
+    # which PostgreSQL refuses, no longer gets that far: it is refused first.)
+    from llmbudget.stores.postgres import _Query
+
+    def failing() -> Any:
+        yield _Query("SELECT 1 / 0")
+
     with pytest.raises(StoreError) as error:
-        postgres_store.charge([line("a\x00b")], 1, None, NOW)
+        postgres_store._run(failing())
     assert not isinstance(error.value, StoreUnavailableError)
+    with pytest.raises(InvalidInputError):
+        postgres_store.charge([line("a\x00b")], 1, None, NOW)
     postgres_store.charge([line("a")], 1, None, NOW)  # the store is still usable
 
 
@@ -1008,7 +1155,7 @@ def test_postgres_url_handling() -> None:
     config = _Config.parse("postgresql://u:pw@h:5433/db?schema=s1&pool_max=3&sslmode=require")
     assert (config.schema, config.pool_max, config.pool_min) == ("s1", 3, 1)
     assert "schema" not in config.conninfo and "pool_max" not in config.conninfo
-    assert "sslmode=require" in config.conninfo and "connect_timeout=3" in config.conninfo
+    assert "sslmode=require" in config.conninfo and "connect_timeout=2" in config.conninfo
     with pytest.raises(InvalidInputError):
         _Config.parse("postgresql://h/db?pool_max=0")
     with pytest.raises(InvalidInputError):

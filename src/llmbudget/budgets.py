@@ -11,16 +11,21 @@ whole process — named by a string such as ``"user:my-app:1234"``. Build scope 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from urllib.parse import quote
 
+from llmbudget.errors import CorruptRecordError, LLMBudgetError
 from llmbudget.money import MoneyLike, format_money, from_units, to_units
 from llmbudget.periods import LIFETIME, Period, Window
 from llmbudget.stores.base import BudgetRecord, Line
+from llmbudget.validation import check_name, check_timestamp
 
 __all__ = ["Budget", "BudgetStatus", "scope_key"]
+
+log = logging.getLogger("llmbudget")
 
 
 def scope_key(kind: str, *parts: str) -> str:
@@ -29,17 +34,30 @@ def scope_key(kind: str, *parts: str) -> str:
     >>> scope_key("user", "proj:a", "42")
     'user:proj%3Aa:42'
     """
-    return ":".join([kind, *(quote(str(part), safe="") for part in parts)])
+    # Each part is checked first: quote() cannot encode lone surrogates.
+    names = [
+        check_name(str(part), f"a name in a {kind!r} scope", allow_empty=True) for part in parts
+    ]
+    return ":".join([kind, *(quote(name, safe="") for name in names)])
 
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """``limit`` dollars per ``period`` on ``scope``; ``limit=None`` tracks spend without a cap."""
+    """``limit`` dollars per ``period`` on ``scope``; ``limit=None`` tracks spend without a cap.
+
+    The scope must be a usable name and ``created_at`` a timestamp in range (see
+    :mod:`llmbudget.validation`); the period checks itself. So no budget that exists can
+    break a read or a reserve later.
+    """
 
     scope: str
     limit: Decimal | None
     period: Period = LIFETIME
     created_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_name(self.scope, "scope")
+        check_timestamp(self.created_at, "created_at")
 
     @classmethod
     def of(
@@ -58,14 +76,33 @@ class Budget:
             # to_units refuses sub-nano limits, so what is stored is exactly what was asked.
             exact = from_units(to_units(limit, what="budget"))
         period = Period.parse(duration, timezone=timezone, rolling=rolling)
-        at = created_at.timestamp() if isinstance(created_at, datetime) else float(created_at)
-        return cls(scope, exact, period, at)
+        if isinstance(created_at, datetime):
+            created_at = created_at.timestamp()
+        return cls(scope, exact, period, check_timestamp(created_at, "created_at"))
 
     @classmethod
     def from_record(cls, record: BudgetRecord) -> Budget:
-        limit = None if record.limit is None else from_units(record.limit)
-        period = Period.parse(record.duration, timezone=record.timezone, rolling=record.rolling)
-        return cls(record.scope, limit, period, record.created_at)
+        """The budget a store keeps. A record that older versions let through with a value
+        that cannot be used raises :class:`~llmbudget.errors.CorruptRecordError`."""
+        try:
+            limit = None if record.limit is None else from_units(record.limit)
+            period = Period.parse(record.duration, timezone=record.timezone, rolling=record.rolling)
+            return cls(record.scope, limit, period, record.created_at)
+        except LLMBudgetError as exc:
+            raise CorruptRecordError(record.scope, str(exc)) from None
+
+    @classmethod
+    def readable(cls, record: BudgetRecord | None) -> Budget | None:
+        """:meth:`from_record`, or ``None`` for no record and for a record that cannot be
+        used (logged as a warning): listings skip such a record instead of failing whole,
+        and redefining the budget replaces it."""
+        if record is None:
+            return None
+        try:
+            return cls.from_record(record)
+        except CorruptRecordError as exc:
+            log.warning("skipping a budget that cannot be used: %s", exc)
+            return None
 
     def to_record(self, updated_at: float) -> BudgetRecord:
         return BudgetRecord(

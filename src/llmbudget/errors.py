@@ -6,7 +6,11 @@
      ├── BudgetExceededError          a reserve would pass a limit (scope, limit, spent, held, resets_at)
      ├── InvalidInputError (ValueError)
      │    ├── InvalidAmountError      NaN, infinity, negative, bool, not a number, too precise
-     │    ├── InvalidDurationError    not a known period or duration, unknown timezone
+     │    │    └── CounterOverflowError   a sum a store counter cannot hold (past int64)
+     │    ├── InvalidDurationError    not a known period or duration, unknown timezone,
+     │    │                           windows that cannot be computed (past the year 3100)
+     │    ├── InvalidNameError        an id or name that is not text, too long, NUL, surrogates
+     │    ├── InvalidTimeError        a timestamp or ttl that is not finite seconds in range
      │    └── InvalidRequestError     an LLM request that cannot be metered as sent (param)
      ├── NotFoundError (KeyError)
      │    ├── UnknownUserError        no budget for this user (the seed raised KeyError)
@@ -14,7 +18,9 @@
      │    └── UnknownModelError       no price for a model; names the closest known models
      ├── PricingError                 a price or usage block that cannot be priced
      ├── StoreError                   a store failed in a way that is not the caller's fault
-     │    └── StoreUnavailableError   the store cannot be reached (fail-closed)
+     │    ├── StoreUnavailableError   the store cannot be reached (fail-closed)
+     │    └── CorruptRecordError      a stored record that cannot be used (written by an old
+     │                                version that let a bad value through)
      └── ProviderError                an LLM provider call failed (status, provider, body)
 
 Driver exceptions (sqlite3, psycopg, redis, httpx) never leak: each store translates
@@ -28,10 +34,14 @@ from decimal import Decimal
 
 __all__ = [
     "BudgetExceededError",
+    "CorruptRecordError",
+    "CounterOverflowError",
     "InvalidAmountError",
     "InvalidDurationError",
     "InvalidInputError",
+    "InvalidNameError",
     "InvalidRequestError",
+    "InvalidTimeError",
     "LLMBudgetError",
     "NotFoundError",
     "PricingError",
@@ -114,8 +124,33 @@ class InvalidAmountError(InvalidInputError):
     """Money that is not a finite, non-negative number of dollars."""
 
 
+class CounterOverflowError(InvalidAmountError):
+    """An operation that would take a store counter past the int64 range of nano-dollars
+    (about $9.2 billion). Refused before anything changes; ``scope`` names the counter."""
+
+    def __init__(self, scope: str | None = None, window: int | None = None) -> None:
+        self.scope = scope
+        self.window = window
+        what = f"the spend of {scope!r}" if scope is not None else "a spend counter"
+        super().__init__(
+            f"refused: {what} would pass the largest amount a store counter holds "
+            "(~$9.2 billion); nothing was recorded"
+        )
+
+
 class InvalidDurationError(InvalidInputError):
-    """A period, duration or timezone that is not understood."""
+    """A period, duration or timezone that is not understood, or whose windows cannot be
+    computed for as long as budgets must work."""
+
+
+class InvalidNameError(InvalidInputError):
+    """An id or name (scope, user, model, hold id ...) that is not a string of valid
+    Unicode without NUL, or is empty or longer than the one limit every store keeps."""
+
+
+class InvalidTimeError(InvalidInputError):
+    """A timestamp or ttl that is not a finite number of seconds (bools and strings are
+    refused), or lies outside the range every store can keep."""
 
 
 class InvalidRequestError(InvalidInputError):
@@ -174,6 +209,16 @@ class StoreError(LLMBudgetError):
 
 class StoreUnavailableError(StoreError):
     """The store cannot be reached. Operations fail closed: nothing is reserved or charged."""
+
+
+class CorruptRecordError(StoreError):
+    """A stored record cannot be used (e.g. a budget period whose windows cannot be
+    computed, stored before such values were refused). Redefine or delete it."""
+
+    def __init__(self, scope: str, reason: str) -> None:
+        self.scope = scope
+        self.reason = reason
+        super().__init__(f"the stored budget of {scope!r} cannot be used: {reason}")
 
 
 class ProviderError(LLMBudgetError):

@@ -41,13 +41,14 @@ from typing import Any
 from llmbudget import operations as ops
 from llmbudget.budgets import Budget, BudgetStatus
 from llmbudget.clock import Clock, system_clock
-from llmbudget.errors import BudgetExceededError, InvalidInputError
+from llmbudget.errors import BudgetExceededError
 from llmbudget.money import MoneyLike, cost_to_units, from_units
 from llmbudget.periods import Period, Window
 from llmbudget.plans import Plan, run_async, run_sync
 from llmbudget.stores import open_store
 from llmbudget.stores.base import AsyncStore, BudgetRecord, Refusal, SettleResult, Store, Usage
 from llmbudget.stores.base import validate_lines as _validate_lines
+from llmbudget.validation import check_id, check_ttl
 
 __all__ = ["AsyncLedger", "Hold", "HoldHandle", "Ledger", "LedgerPlans", "LogRecord", "new_hold_id"]
 
@@ -88,11 +89,9 @@ class LedgerPlans:
         retention: float,
         purge_every: float,
     ) -> None:
-        if hold_ttl <= 0:
-            raise InvalidInputError("hold_ttl must be positive")
         self.store = store
         self.clock = clock
-        self.hold_ttl = hold_ttl
+        self.hold_ttl = check_ttl(hold_ttl, "hold_ttl")
         self.retention = retention
         self.purge_every = purge_every
         self._next_purge = 0.0
@@ -120,12 +119,12 @@ class LedgerPlans:
     ) -> Plan[Hold]:
         now = self.clock()
         units = cost_to_units(amount, what="reserve amount")
+        ttl = check_ttl(self.hold_ttl if ttl is None else ttl)
+        if hold_id is not None:
+            check_id(hold_id)
         windows = [self.window(b, now) for b in budgets]
         lines = [b.line(w) for b, w in zip(budgets, windows, strict=True)]
         _validate_lines(lines, units)
-        ttl = self.hold_ttl if ttl is None else ttl
-        if ttl <= 0:
-            raise InvalidInputError("ttl must be positive")
         if now >= self._next_purge:
             # Opportunistic clean-up, so a library user needs no background job.
             self._next_purge = now + self.purge_every
@@ -183,13 +182,19 @@ class LedgerPlans:
         return bool(results[0])
 
     def charge(
-        self, budgets: Sequence[Budget], amount: MoneyLike, model: str | None = None
+        self,
+        budgets: Sequence[Budget],
+        amount: MoneyLike,
+        model: str | None = None,
+        charge_id: str | None = None,
     ) -> Plan[Decimal]:
         now = self.clock()
         units = cost_to_units(amount, what="charge amount")
+        if charge_id is not None:
+            check_id(charge_id, "charge id")
         lines = [b.line(self.window(b, now)) for b in budgets]
         _validate_lines(lines, units)
-        yield ops.Charge(self.store, lines, units, model, now)
+        yield ops.Charge(self.store, lines, units, model, now, charge_id)
         return from_units(units)
 
     def status(self, budget: Budget) -> Plan[BudgetStatus]:
@@ -222,7 +227,8 @@ class LedgerPlans:
         now = self.clock()
         found: list[BudgetRecord | None] = yield ops.GetBudgets(self.store, [budget.scope])
         yield ops.PutBudget(self.store, budget.to_record(now))
-        old = None if found[0] is None else Budget.from_record(found[0])
+        # A stored record that cannot be used is replaced, with nothing to carry.
+        old = Budget.readable(found[0])
         if old is None or (old.period, old.created_at) == (budget.period, budget.created_at):
             return budget
         # The windows were laid out anew (another period, timezone or anchor). Spend is
@@ -246,7 +252,8 @@ class LedgerPlans:
 
     def budgets(self, prefix: str) -> Plan[list[Budget]]:
         records: list[BudgetRecord] = yield ops.ListBudgets(self.store, prefix)
-        return [Budget.from_record(r) for r in records]
+        # One record that cannot be used must not hide every other budget.
+        return [b for r in records if (b := Budget.readable(r)) is not None]
 
     def delete(self, scope: str) -> Plan[bool]:
         deleted: bool = yield ops.DeleteBudget(self.store, scope)
@@ -306,10 +313,16 @@ class Ledger:
         return run_sync(self.plans.release(hold))
 
     def charge(
-        self, budgets: Sequence[Budget], amount: MoneyLike, *, model: str | None = None
+        self,
+        budgets: Sequence[Budget],
+        amount: MoneyLike,
+        *,
+        model: str | None = None,
+        charge_id: str | None = None,
     ) -> Decimal:
-        """Record a cost that already happened, limit or not (the seed's ``update_cost``)."""
-        return run_sync(self.plans.charge(budgets, amount, model))
+        """Record a cost that already happened, limit or not (the seed's ``update_cost``).
+        With a ``charge_id``, charging again under it records nothing (a safe retry)."""
+        return run_sync(self.plans.charge(budgets, amount, model, charge_id))
 
     def status(self, budget: Budget) -> BudgetStatus:
         return run_sync(self.plans.status(budget))
@@ -418,9 +431,14 @@ class AsyncLedger:
         return await run_async(self.plans.release(hold))
 
     async def charge(
-        self, budgets: Sequence[Budget], amount: MoneyLike, *, model: str | None = None
+        self,
+        budgets: Sequence[Budget],
+        amount: MoneyLike,
+        *,
+        model: str | None = None,
+        charge_id: str | None = None,
     ) -> Decimal:
-        return await run_async(self.plans.charge(budgets, amount, model))
+        return await run_async(self.plans.charge(budgets, amount, model, charge_id))
 
     async def status(self, budget: Budget) -> BudgetStatus:
         return await run_async(self.plans.status(budget))

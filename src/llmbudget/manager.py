@@ -26,7 +26,6 @@ the way check-then-update can, and :meth:`~BudgetManager.remaining`.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -52,6 +51,7 @@ from llmbudget.self_hosted import self_hosted_provider
 from llmbudget.server.seed_protocol import seed_days
 from llmbudget.stores import Store, default_store_url, open_store
 from llmbudget.user_dict import ModelCosts, UserDict, UserRecord
+from llmbudget.validation import check_timestamp
 
 __all__ = ["DEFAULT_SERVER_URL", "BudgetManager", "UserRecord"]
 
@@ -469,13 +469,7 @@ def _exact(value: MoneyLike) -> MoneyLike:
 def _check_time(value: object) -> None:
     if value is None or isinstance(value, datetime):
         return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or abs(value) > 1e11
-    ):
-        raise InvalidInputError(f"created_at must be epoch seconds or a datetime, got {value!r}")
+    check_timestamp(value, "created_at")
 
 
 def _redacted(url: str) -> str:

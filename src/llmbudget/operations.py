@@ -132,9 +132,10 @@ class Charge(StoreOp):
     amount: int
     model: str | None
     now: float
+    charge_id: str | None = None
 
     def run(self) -> Any:
-        return self.store.charge(self.lines, self.amount, self.model, self.now)
+        return self.store.charge(self.lines, self.amount, self.model, self.now, self.charge_id)
 
 
 @dataclass(frozen=True, slots=True)

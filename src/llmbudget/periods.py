@@ -15,6 +15,11 @@ are laid out:
 Spend is stored under its window's start (:attr:`Window.key`), so a new window starts
 at zero exactly at its boundary, with no reset job.
 
+Every period that exists can be computed: building one whose windows cannot be laid out
+for any budget created between 1900 and 3000, until 100 years later (``"9999y"``,
+``"3000000d"``), raises :class:`~llmbudget.errors.InvalidDurationError`. So a period
+that was accepted never breaks a read later.
+
 >>> p = Period.parse("monthly", timezone="Europe/Paris")
 >>> w = p.window_at(1_700_000_000.0, anchor=0.0)
 >>> w.start_datetime(p.zone).isoformat()
@@ -31,6 +36,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from llmbudget.errors import InvalidDurationError
+from llmbudget.validation import HORIZON, MIN_TIMESTAMP
 
 __all__ = ["LIFETIME", "Period", "Unit", "Window"]
 
@@ -57,6 +63,8 @@ _SUFFIX: dict[str, Unit] = {
 }
 _SHORT = {unit: suffix for suffix, unit in _SUFFIX.items() if len(suffix) <= 2}
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([a-z]+)\s*$")
+# Longer counts cannot pass the window check anyway; this keeps int() away from huge text.
+_MAX_COUNT_DIGITS = 12
 _FIXED_SECONDS = {"second": 1, "minute": 60, "hour": 3600}
 
 
@@ -97,6 +105,9 @@ class Period:
     timezone: str = "UTC"
     rolling: bool = False
 
+    def __post_init__(self) -> None:
+        _check_computable(self.count, self.unit)
+
     @classmethod
     def parse(
         cls,
@@ -121,9 +132,11 @@ class Period:
             raise InvalidDurationError(
                 f"duration must be a string such as 'daily' or '30d', got {type(duration).__name__}"
             )
+        if rolling is not None and not isinstance(rolling, bool):
+            raise InvalidDurationError(f"rolling must be true or false, got {rolling!r}")
         tz = base.timezone if timezone is None else timezone
         _zone(tz)  # validate early, so a bad timezone never gets stored
-        return cls(base.count, base.unit, tz, base.rolling if rolling is None else bool(rolling))
+        return cls(base.count, base.unit, tz, base.rolling if rolling is None else rolling)
 
     @property
     def is_lifetime(self) -> bool:
@@ -211,9 +224,6 @@ class Period:
         return _wall_to_epoch(local)
 
 
-LIFETIME = Period(1, None)
-
-
 def _parse_text(text: str) -> Period:
     cleaned = text.strip().lower()
     if cleaned in ("", "lifetime", "none", "never"):
@@ -223,6 +233,10 @@ def _parse_text(text: str) -> Period:
         return Period(count, unit)
     match = _DURATION_RE.match(cleaned)
     if match and match.group(2) in _SUFFIX:
+        if len(match.group(1).lstrip("0")) > _MAX_COUNT_DIGITS:
+            raise InvalidDurationError(
+                f"duration {text[:40]!r}... is far too long to be a budget period"
+            )
         count = int(match.group(1))
         if count < 1:
             raise InvalidDurationError(f"duration must be at least 1, got {text!r}")
@@ -231,6 +245,42 @@ def _parse_text(text: str) -> Period:
         f"unknown duration {text!r}: use daily, weekly, monthly, yearly, hourly, "
         "or a count with s, m, h, d, w, mo or y (e.g. '30d', '1mo'), or None for lifetime"
     )
+
+
+# The longest a window of one unit can be, in seconds (an hour more for a DST change).
+_LONGEST = {
+    "second": 1,
+    "minute": 60,
+    "hour": 3600,
+    "day": 86_400 + 3600,
+    "week": 7 * 86_400 + 3600,
+    "month": 31 * 86_400 + 3600,
+    "year": 366 * 86_400 + 3600,
+}
+# What datetime can represent in any zone, with a day of margin for the zone's offset.
+_EARLIEST = datetime(1, 1, 2, tzinfo=UTC).timestamp()
+_LATEST = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
+
+
+def _check_computable(count: int, unit: Unit | None) -> None:
+    """Refuse a period whose windows cannot be computed for every budget it may serve.
+
+    Budgets are created between MIN_TIMESTAMP and MAX_TIMESTAMP and read until HORIZON.
+    A window read at ``t`` for a budget created at ``a`` lies within one period of ``t``
+    (before ``a`` windows are laid out backwards), so every window start and end lies in
+    ``[MIN_TIMESTAMP - period, HORIZON + period]``: that range must be representable.
+    """
+    if unit is None:
+        return
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise InvalidDurationError(f"a period's count must be a positive integer, got {count!r}")
+    longest = count * _LONGEST[unit]
+    if MIN_TIMESTAMP - longest < _EARLIEST or HORIZON + longest > _LATEST:
+        raise InvalidDurationError(
+            f"duration '{count}{_SHORT[unit]}' is too long: its windows cannot be computed for "
+            "budgets created from 1900 to 3000 and read for 100 years after (the longest "
+            "period is about 1,800 years)"
+        )
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -272,3 +322,7 @@ def _wall_to_epoch(local: datetime) -> float:
         else:
             lo = mid + 1
     return float(lo)
+
+
+# Last: building a Period runs the window check defined above.
+LIFETIME = Period(1, None)

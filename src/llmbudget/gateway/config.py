@@ -38,7 +38,10 @@ A budget is written ``budget`` (or LiteLLM's ``max_budget``) in dollars with ``p
 (or ``budget_duration``; absent: lifetime), optional ``timezone`` and ``rolling``.
 ``model_budgets: {gpt-4o: {budget: 5, period: daily}}`` caps one model's spend on a key,
 user, team or org. Anything malformed raises :class:`~llmbudget.errors.InvalidInputError`
-at load time, naming where: a gateway never starts with a budget it would misread.
+at load time, naming where: a gateway never starts with a budget it would misread. Every
+mapping refuses keys it does not know, with the path and the closest known key
+(``users.alice.budgett: unknown key; did you mean 'budget'?``), and a model budget must
+name a model a deployment serves (the file's layout: :mod:`.config_schema`).
 
 >>> cfg = GatewayConfig.from_mapping({"model_list": [{"model_name": "m", "model": "gpt-4o-mini",
 ...     "api_base": "http://127.0.0.1:9/v1"}]})
@@ -49,6 +52,7 @@ at load time, naming where: a gateway never starts with a budget it would misrea
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,9 +63,20 @@ from typing import Any
 import yaml
 
 from llmbudget.budgets import Budget, scope_key
+from llmbudget.config_models import parse
 from llmbudget.errors import InvalidInputError, LLMBudgetError
+from llmbudget.gateway.config_schema import (
+    BudgetFields,
+    BudgetModel,
+    BudgetsModel,
+    DeploymentModel,
+    EntityModel,
+    GatewayFile,
+    GeneralSettings,
+    LooseBudgetModel,
+    RouterModel,
+)
 from llmbudget.metering.policy import DEFAULT_OUTPUT_CAP as SAFE_OUTPUT_CAP
-from llmbudget.money import from_units, to_money, to_units
 from llmbudget.periods import Period
 from llmbudget.pricing import ModelPrice, PriceBook
 
@@ -134,25 +149,16 @@ class BudgetSpec:
     @classmethod
     def parse(cls, raw: object, where: str) -> BudgetSpec | None:
         """From ``{budget|max_budget|limit, period|budget_duration, timezone, rolling}`` or a
-        bare number (lifetime); ``None``/absent budget means no cap."""
-        if raw is None:
+        bare number (lifetime); ``None``/absent budget means no cap. Unknown keys are
+        refused (see :mod:`.config_schema`)."""
+        return cls.of(parse(LooseBudgetModel, raw, where))
+
+    @classmethod
+    def of(cls, model: BudgetFields | None) -> BudgetSpec | None:
+        """The spec of a validated budget model (``None``: no amount, no cap)."""
+        if model is None or model.budget is None:
             return None
-        if not isinstance(raw, Mapping):
-            raw = {"budget": raw}
-        amount = _first(raw, "budget", "max_budget", "limit")
-        if amount is None:
-            return None
-        try:
-            # YAML gives floats for 0.01; to_units goes through their shortest repr, exactly.
-            limit = from_units(to_units(amount, what=f"{where} budget"))
-            period = Period.parse(
-                _first(raw, "period", "budget_duration", "duration"),
-                timezone=_opt_str(raw.get("timezone"), f"{where}.timezone"),
-                rolling=None if raw.get("rolling") is None else bool(raw.get("rolling")),
-            )
-        except LLMBudgetError as exc:
-            raise InvalidInputError(f"{where}: {exc}") from None
-        return cls(limit, period)
+        return cls(model.budget, model.to_period())
 
     def budget(self, scope: str, created_at: float = 0.0) -> Budget:
         return Budget(scope, self.limit, self.period, created_at)
@@ -167,19 +173,6 @@ class BudgetSpec:
             "timezone": self.period.timezone,
             "rolling": self.period.rolling,
         }
-
-
-def _opt_str(value: object, where: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise InvalidInputError(f"{where} must be a string")
-    return value
-
-
-def _first(raw: Mapping[str, Any], *names: str) -> Any:
-    for name in names:
-        if raw.get(name) is not None:
-            return raw[name]
-    return None
 
 
 def parse_model_budgets(raw: object, where: str) -> dict[str, BudgetSpec]:
@@ -223,22 +216,17 @@ class Entity:
     org: str | None = None
 
     @classmethod
-    def parse(cls, name: str, raw: object, where: str) -> Entity:
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            raise InvalidInputError(f"{where} must be a mapping")
-        team, org = raw.get("team"), raw.get("org")
-        for label, value in (("team", team), ("org", org)):
-            if value is not None and not isinstance(value, str):
-                raise InvalidInputError(f"{where}.{label} must be a string")
+    def of(cls, name: str, model: EntityModel | None, where: str) -> Entity:
+        """The entity of a validated ``users``/``teams``/``orgs`` entry."""
+        if model is None:
+            return cls(name=name)
         return cls(
             name=name,
-            budget=BudgetSpec.parse(raw, where),
-            model_budgets=parse_model_budgets(raw.get("model_budgets"), where),
-            models=parse_models(raw.get("models"), where),
-            team=team,
-            org=org,
+            budget=BudgetSpec.of(model),
+            model_budgets=_model_budgets(model.model_budgets),
+            models=parse_models(model.models, where),
+            team=getattr(model, "team", None),
+            org=getattr(model, "org", None),
         )
 
 
@@ -327,73 +315,95 @@ class GatewayConfig:
     def from_mapping(
         cls, raw: Mapping[str, Any], *, prices: PriceBook | None = None
     ) -> GatewayConfig:
-        """Validate a parsed YAML/JSON document (see the module docstring for the layout)."""
-        if not isinstance(raw, Mapping):
-            raise InvalidInputError("the gateway config must be a mapping")
+        """Validate a parsed YAML/JSON document (see the module docstring for the layout).
+        Any problem, a misspelt key included, raises :class:`InvalidInputError` naming
+        its path."""
+        file = parse(GatewayFile, dict(raw) if isinstance(raw, Mapping) else raw)
         book = prices or PriceBook.default()
-        model_list = raw.get("model_list") or []
-        if not isinstance(model_list, list):
-            raise InvalidInputError("model_list must be a list of deployments")
-        deployments = tuple(_deployment(entry, i, book) for i, entry in enumerate(model_list))
+        deployments = tuple(
+            _deployment(entry, i, book) for i, entry in enumerate(file.model_list or [])
+        )
         ids = [d.id for d in deployments]
         if len(set(ids)) != len(ids):
             raise InvalidInputError("two deployments share one id (model_info.id)")
 
-        general = _mapping(raw.get("general_settings"), "general_settings")
-        master = resolve_secret(general.get("master_key"), "general_settings.master_key")
-        budgets = _mapping(raw.get("budgets"), "budgets")
-        users = _entities(raw.get("users"), "users")
-        teams = _entities(raw.get("teams"), "teams")
-        orgs = _entities(raw.get("orgs"), "orgs")
-        end_users_raw = _mapping(raw.get("end_users"), "end_users")
-        end_users = {
-            str(name): spec
-            for name, value in end_users_raw.items()
-            if (spec := BudgetSpec.parse(value, f"end_users.{name}")) is not None
-        }
-        keys = raw.get("keys") or []
-        if not isinstance(keys, list) or not all(isinstance(k, Mapping) for k in keys):
-            raise InvalidInputError("keys must be a list of mappings")
+        general = file.general_settings or GeneralSettings()
+        master = resolve_secret(general.master_key, "general_settings.master_key")
+        budgets = file.budgets or BudgetsModel()
         resolved_keys = []
-        for i, entry in enumerate(keys):
-            item = dict(entry)
-            item["key"] = resolve_secret(item.get("key"), f"keys[{i}].key")
+        for i, entry in enumerate(file.keys or []):
+            item = entry.model_dump(exclude_unset=True)
+            item["key"] = resolve_secret(entry.key, f"keys[{i}].key")
             if not item["key"]:
                 raise InvalidInputError(f"keys[{i}] needs a key (the secret, or os.environ/NAME)")
             resolved_keys.append(item)
 
         config = cls(
             deployments=deployments,
-            router=_router(_mapping(raw.get("router_settings"), "router_settings")),
+            router=_router(file.router_settings or RouterModel()),
             master_key=master or os.environ.get("LLMBUDGET_ADMIN_KEY") or None,
-            store=general.get("store") or raw.get("store"),
-            global_budget=BudgetSpec.parse(budgets.get("global"), "budgets.global"),
-            model_budgets=parse_model_budgets(budgets.get("models"), "budgets"),
-            end_user_budget=BudgetSpec.parse(budgets.get("end_user"), "budgets.end_user"),
-            end_users=end_users,
-            users=users,
-            teams=teams,
-            orgs=orgs,
+            store=general.store or file.store,
+            global_budget=BudgetSpec.of(budgets.global_),
+            model_budgets=_model_budgets(budgets.models),
+            end_user_budget=BudgetSpec.of(budgets.end_user),
+            end_users={
+                name: spec
+                for name, model in (file.end_users or {}).items()
+                if (spec := BudgetSpec.of(model)) is not None
+            },
+            users=_entities(file.users, "users"),
+            teams=_entities(file.teams, "teams"),
+            orgs=_entities(file.orgs, "orgs"),
             keys=tuple(resolved_keys),
-            key_cache_ttl=_number(general, "key_cache_ttl", 10.0, minimum=0.0),
-            hold_ttl=_number(general, "hold_ttl", 3600.0, minimum=1.0),
-            cap_max_tokens=bool(general.get("cap_max_tokens", True)),
-            min_completion_tokens=int(_number(general, "min_completion_tokens", 16, minimum=1)),
-            max_body_bytes=int(_number(general, "max_body_bytes", 16 * 1024 * 1024, minimum=1)),
-            log_refusals=bool(general.get("log_refusals", True)),
-            upstream_client=_choice(general, "upstream_client", ("fast", "httpx"), "fast"),
-            store_calls=_choice(general, "store_calls", ("thread", "inline"), "thread"),
+            key_cache_ttl=float(general.key_cache_ttl),
+            hold_ttl=float(general.hold_ttl),
+            cap_max_tokens=general.cap_max_tokens,
+            min_completion_tokens=general.min_completion_tokens,
+            max_body_bytes=general.max_body_bytes,
+            log_refusals=general.log_refusals,
+            upstream_client=general.upstream_client,
+            store_calls=general.store_calls,
         )
         config._check_references()
         return config
 
     def _check_references(self) -> None:
         names = set(self.models())
+        # A model budget under a name no deployment serves caps nothing: a misspelt model
+        # name ("gpt-4oo") would leave the real model uncapped.
+        capped: list[tuple[str, str]] = [(f"budgets.models.{m}", m) for m in self.model_budgets]
+        for kind, table in (("users", self.users), ("teams", self.teams), ("orgs", self.orgs)):
+            for name, entity in table.items():
+                capped += [(f"{kind}.{name}.model_budgets.{m}", m) for m in entity.model_budgets]
+        for i, key in enumerate(self.keys):
+            if isinstance(key.get("model_budgets"), Mapping):
+                capped += [(f"keys[{i}].model_budgets.{m}", str(m)) for m in key["model_budgets"]]
+        for where, model in capped:
+            if model not in names:
+                close = difflib.get_close_matches(model, sorted(names), n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise InvalidInputError(
+                    f"{where}: no deployment serves a model named {model!r}{hint}"
+                )
         for model, targets in self.router.fallbacks.items():
             for target in (model, *targets):
                 if target not in names:
                     raise InvalidInputError(
                         f"router_settings.fallbacks names {target!r}, which no deployment serves"
+                    )
+        for i, key in enumerate(self.keys):
+            # A key's user need not have a budget of its own, but in a file that lists users
+            # a misspelt one would silently drop that user's cap. Its team and org, like a
+            # user's, must always be listed.
+            refs = [("team", self.teams), ("org", self.orgs)]
+            if self.users:
+                refs.append(("user", self.users))
+            for label, known in refs:
+                ref = key.get(label)
+                if ref is not None and ref not in known:
+                    raise InvalidInputError(
+                        f"keys[{i}].{label} is {ref!r}, which is not listed under {label}s "
+                        f"(add it, even as {{}}, if it has no budget)"
                     )
         for kind, table, parents in (
             ("users", self.users, (("team", self.teams), ("org", self.orgs))),
@@ -428,95 +438,66 @@ def load_gateway_config(
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise InvalidInputError(f"{path}: not valid YAML: {exc}") from None
-    return GatewayConfig.from_mapping(data or {}, prices=prices)
+    try:
+        return GatewayConfig.from_mapping(data or {}, prices=prices)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{path}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- internals
 
 
-def _mapping(value: object, where: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InvalidInputError(f"{where} must be a mapping")
-    return value
+def _model_budgets(raw: Mapping[str, BudgetModel | None] | None) -> dict[str, BudgetSpec]:
+    out: dict[str, BudgetSpec] = {}
+    for model, value in (raw or {}).items():
+        spec = BudgetSpec.of(value)
+        if spec is not None:
+            out[model] = spec
+    return out
 
 
-def _number(raw: Mapping[str, Any], name: str, default: float, *, minimum: float) -> float:
-    value = raw.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise InvalidInputError(f"{name} must be a number >= {minimum}, got {value!r}")
-    return float(value)
-
-
-def _choice(raw: Mapping[str, Any], name: str, options: tuple[str, ...], default: str) -> str:
-    value = raw.get(name, default)
-    if value not in options:
-        raise InvalidInputError(f"general_settings.{name} must be one of {', '.join(options)}")
-    return str(value)
-
-
-def _entities(raw: object, where: str) -> dict[str, Entity]:
-    table = _mapping(raw, where)
+def _entities(table: Mapping[str, EntityModel | None] | None, where: str) -> dict[str, Entity]:
     return {
-        str(name): Entity.parse(str(name), value, f"{where}.{name}")
-        for name, value in table.items()
+        name: Entity.of(name, value, f"{where}.{name}") for name, value in (table or {}).items()
     }
 
 
-def _router(raw: Mapping[str, Any]) -> RouterSettings:
-    strategy = str(raw.get("routing_strategy") or raw.get("strategy") or "simple-shuffle")
+def _router(raw: RouterModel) -> RouterSettings:
+    strategy = raw.routing_strategy or "simple-shuffle"
     strategy = _STRATEGY_ALIASES.get(strategy, strategy)
     if strategy not in STRATEGIES:
         raise InvalidInputError(
             f"router_settings.routing_strategy {strategy!r} is not one of {', '.join(STRATEGIES)}"
         )
     fallbacks: dict[str, tuple[str, ...]] = {}
-    raw_fallbacks = raw.get("fallbacks") or []
     # LiteLLM writes a list of one-key mappings; a plain mapping is accepted too.
-    items = raw_fallbacks if isinstance(raw_fallbacks, list) else [raw_fallbacks]
+    items = raw.fallbacks if isinstance(raw.fallbacks, list) else [raw.fallbacks or {}]
     for item in items:
-        if not isinstance(item, Mapping):
-            raise InvalidInputError("router_settings.fallbacks must be [{model: [fallback, ...]}]")
-        for model, raw_targets in item.items():
-            targets = [raw_targets] if isinstance(raw_targets, str) else raw_targets
-            if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
-                raise InvalidInputError(f"router_settings.fallbacks.{model} must be a list")
-            fallbacks[str(model)] = tuple(targets)
-    statuses = raw.get("retry_statuses")
+        for model, targets in item.items():
+            fallbacks[model] = (targets,) if isinstance(targets, str) else tuple(targets)
+    statuses = raw.retry_statuses
     return RouterSettings(
         strategy=strategy,
-        num_retries=int(_number(raw, "num_retries", 2, minimum=0)),
+        num_retries=raw.num_retries,
         fallbacks=fallbacks,
-        allowed_fails=int(_number(raw, "allowed_fails", 3, minimum=1)),
-        cooldown_time=_number(raw, "cooldown_time", 30.0, minimum=0.0),
-        retry_statuses=(
-            frozenset(int(s) for s in statuses) if isinstance(statuses, list) else _RETRY_STATUSES
-        ),
+        allowed_fails=raw.allowed_fails,
+        cooldown_time=float(raw.cooldown_time),
+        retry_statuses=_RETRY_STATUSES if statuses is None else frozenset(statuses),
     )
 
 
-def _deployment(entry: object, index: int, book: PriceBook) -> Deployment:
+def _deployment(entry: DeploymentModel, index: int, book: PriceBook) -> Deployment:
     where = f"model_list[{index}]"
-    if not isinstance(entry, Mapping):
-        raise InvalidInputError(f"{where} must be a mapping")
-    params = {**entry, **_mapping(entry.get("litellm_params"), f"{where}.litellm_params")}
-    info = _mapping(entry.get("model_info"), f"{where}.model_info")
-    model_name = entry.get("model_name")
-    if not isinstance(model_name, str) or not model_name:
-        raise InvalidInputError(f"{where}.model_name is required")
-    model = params.get("model") or model_name
-    if not isinstance(model, str):
-        raise InvalidInputError(f"{where}.model must be a string")
+    params = entry.params()
+    model_name = entry.model_name
+    model: str = params.get("model") or model_name
     upstream = model
     for prefix in _PROTOCOL_PREFIXES:
         if upstream.startswith(prefix):
             upstream = upstream[len(prefix) :]
             break
     api_base = str(params.get("api_base") or "https://api.openai.com/v1").rstrip("/")
-    if not api_base.startswith(("http://", "https://")):
-        raise InvalidInputError(f"{where}.api_base must be an http(s) URL")
-    headers_raw = _mapping(params.get("extra_headers") or params.get("headers"), f"{where}.headers")
+    headers_raw: Mapping[str, object] = params.get("headers") or {}
     api_key = resolve_secret(params.get("api_key"), f"{where}.api_key")
     if api_key is None and params.get("api_key_env"):
         name = str(params["api_key_env"])
@@ -532,38 +513,31 @@ def _deployment(entry: object, index: int, book: PriceBook) -> Deployment:
         if "\r" in value or "\n" in value:
             raise InvalidInputError(f"{where}.{label} must not contain line breaks")
     price = _price(params, model, upstream, book, where)
-    max_out = params.get("max_output_tokens") or params.get("max_tokens")
+    max_out = params.get("max_output_tokens")
     if max_out is None:
         # Never the context window: that is input + output, not what a model may generate.
         max_out = price.max_output_tokens or DEFAULT_OUTPUT_TOKENS
-    weight = params.get("weight", 1)
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
-        raise InvalidInputError(f"{where}.weight must be a positive number")
-    rpm = params.get("rpm")
-    if rpm is not None and (isinstance(rpm, bool) or not isinstance(rpm, int) or rpm < 1):
-        raise InvalidInputError(f"{where}.rpm must be a positive integer")
     param_name = params.get("max_tokens_param") or (
         "max_completion_tokens"
         if upstream.lower().startswith(_COMPLETION_TOKENS_MODELS)
         else "max_tokens"
     )
+    info_id = entry.model_info.id if entry.model_info is not None else None
+    budget = params.get("budget")
     return Deployment(
-        id=str(info.get("id") or params.get("id") or f"{model_name}-{index}"),
+        id=str(info_id or params.get("id") or f"{model_name}-{index}"),
         model_name=model_name,
         upstream_model=upstream,
         api_base=api_base,
         api_key=api_key,
         price=price,
-        weight=float(weight),
-        rpm=rpm,
-        timeout=_number(params, "timeout", 600.0, minimum=0.001),
-        budget=BudgetSpec.parse(
-            {
-                "budget": _first(params, "budget", "max_budget"),
-                "period": _first(params, "period", "budget_duration"),
-                "timezone": params.get("timezone"),
-            },
-            where,
+        weight=float(params.get("weight", 1)),
+        rpm=params.get("rpm"),
+        timeout=float(params.get("timeout", 600.0)),
+        budget=None
+        if budget is None
+        else BudgetSpec(
+            budget, Period.parse(params.get("period"), timezone=params.get("timezone"))
         ),
         max_output_tokens=int(max_out),
         max_tokens_param=str(param_name),
@@ -574,19 +548,17 @@ def _deployment(entry: object, index: int, book: PriceBook) -> Deployment:
 def _price(
     params: Mapping[str, Any], model: str, upstream: str, book: PriceBook, where: str
 ) -> ModelPrice:
+    # Validated (exact Decimals) by the schema.
     inp, out = params.get("input_cost_per_token"), params.get("output_cost_per_token")
     if inp is not None or out is not None:
-        try:
-            per_m = Decimal(1_000_000)
-            return ModelPrice(
-                model=upstream,
-                provider="custom",
-                input_per_mtok=None if inp is None else to_money(inp) * per_m,
-                output_per_mtok=None if out is None else to_money(out) * per_m,
-                source="gateway-config",
-            )
-        except LLMBudgetError as exc:
-            raise InvalidInputError(f"{where}: {exc}") from None
+        per_m = Decimal(1_000_000)
+        return ModelPrice(
+            model=upstream,
+            provider="custom",
+            input_per_mtok=None if inp is None else inp * per_m,
+            output_per_mtok=None if out is None else out * per_m,
+            source="gateway-config",
+        )
     last: LLMBudgetError | None = None
     for name in dict.fromkeys((model, upstream)):
         try:

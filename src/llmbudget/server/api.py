@@ -19,6 +19,12 @@
 Hold ids are per user: the store keeps ``api:<scope>:<hold_id>``, so two users may use
 the same idempotency key, and a hold can only be settled through its own user.
 
+Names in URLs must be valid UTF-8 once percent-decoded: anything else is a 400, never
+rewritten to U+FFFD (which would let two different names share one budget). A budget
+stored by an older version with a value that cannot be used (a period whose windows
+cannot be computed) answers 409 ``corrupt_budget`` when read alone, is listed under
+``unreadable`` by the project's budget list, and is replaced by a ``PUT``.
+
 >>> import httpx  # doctest: +SKIP
 >>> httpx.post(f"{base}/v1/projects/app/charge", json={"user": "ann", "amount": "0.01"},
 ...            headers={"Authorization": f"Bearer {key}"}).json()  # doctest: +SKIP
@@ -31,14 +37,21 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 from fastapi import APIRouter, Depends, Query, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
 import llmbudget
 from llmbudget.budgets import Budget, BudgetStatus, scope_key
-from llmbudget.errors import BudgetExceededError, StoreError, UnknownHoldError, UnknownUserError
+from llmbudget.errors import (
+    BudgetExceededError,
+    CorruptRecordError,
+    InvalidInputError,
+    StoreError,
+    UnknownHoldError,
+    UnknownUserError,
+)
 from llmbudget.money import MoneyLike, cost_to_units, format_money, from_units
 
 from .auth import bearer_scheme
@@ -83,8 +96,25 @@ def require_admin(
     get_state(request).auth.require(request)
 
 
+def strict_path(request: Request) -> None:
+    """Refuse a URL whose path is not UTF-8 once percent-decoded (400). The ASGI server
+    decodes it with replacement characters, so two different byte strings would name
+    one user; the raw path says what the client really sent."""
+    raw = request.scope.get("raw_path")
+    if not isinstance(raw, bytes):
+        return
+    try:
+        unquote_to_bytes(raw.decode("latin-1")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError(
+            "the URL path is not valid UTF-8 once percent-decoded: names must be UTF-8 text"
+        ) from None
+
+
 health_router = APIRouter(tags=["health"])
-router = APIRouter(prefix="/v1", tags=["budgets"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/v1", tags=["budgets"], dependencies=[Depends(require_admin), Depends(strict_path)]
+)
 seed_router = APIRouter(tags=["seed protocol"], dependencies=[Depends(require_admin)])
 
 _BUDGET_404: dict[int | str, dict[str, Any]] = {404: {"description": "No budget for this user."}}
@@ -105,8 +135,21 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
+def _existing(state: ServerState, project: str, user: str) -> Budget | None:
+    """The user's budget, ``None`` if none; 409 for a stored budget that cannot be used."""
+    try:
+        return state.ledger.get([_scope(project, user)])[0]
+    except CorruptRecordError as exc:
+        raise ApiError(
+            409,
+            "corrupt_budget",
+            f"the stored budget of user {user!r} in {project!r} cannot be used "
+            f"({exc.reason}); replace it with PUT or remove it with DELETE",
+        ) from None
+
+
 def _budget(state: ServerState, project: str, user: str) -> Budget:
-    found = state.ledger.get([_scope(project, user)])[0]
+    found = _existing(state, project, user)
     if found is None:
         raise UnknownUserError(user, project)
     return found
@@ -143,9 +186,20 @@ def _names(project: str, user: str | None = None) -> None:
         check_name(user, "user")
 
 
-def _users(state: ServerState, project: str) -> list[tuple[str, Budget]]:
+def _users(state: ServerState, project: str) -> tuple[list[tuple[str, Budget]], list[str]]:
+    """The project's users with their budgets, and the users whose stored budget cannot
+    be used (so one bad record never takes the whole list down)."""
     prefix = _prefix(project)
-    return [(unquote(b.scope[len(prefix) :]), b) for b in state.ledger.budgets(prefix)]
+    users: list[tuple[str, Budget]] = []
+    unreadable: list[str] = []
+    for record in state.store.list_budgets(prefix):
+        user = unquote(record.scope[len(prefix) :])
+        budget = Budget.readable(record)
+        if budget is None:
+            unreadable.append(user)
+        else:
+            users.append((user, budget))
+    return users, unreadable
 
 
 # -- health ------------------------------------------------------------------------------
@@ -186,8 +240,9 @@ def list_budgets(request: Request, project: str) -> BudgetList:
     """Every user budget of a project, with where it stands in its current window."""
     _names(project)
     state = get_state(request)
-    out = [_out(state, user, b, state.ledger.status(b)) for user, b in _users(state, project)]
-    return BudgetList(project=project, budgets=out)
+    users, unreadable = _users(state, project)
+    out = [_out(state, user, b, state.ledger.status(b)) for user, b in users]
+    return BudgetList(project=project, budgets=out, unreadable=unreadable)
 
 
 def _define(
@@ -230,7 +285,7 @@ def create_budget(request: Request, project: str, body: BudgetCreate) -> BudgetO
     """Create a user's budget; 409 if one exists (use PUT to replace, PATCH to change)."""
     _names(project, body.user)
     state = get_state(request)
-    existing = state.ledger.get([_scope(project, body.user)])[0]
+    existing = _existing(state, project, body.user)
     if existing is not None:
         raise ApiError(
             409, "budget_exists", f"user {body.user!r} already has a budget in {project!r}"
@@ -260,7 +315,10 @@ def put_budget(
     """Create or replace a user's budget. Spend already recorded is kept."""
     _names(project, user)
     state = get_state(request)
-    existing = state.ledger.get([_scope(project, user)])[0]
+    try:
+        existing = state.ledger.get([_scope(project, user)])[0]
+    except CorruptRecordError:
+        existing = None  # a PUT is how such a budget is replaced
     # What the request leaves out of a replacement keeps the existing budget's value
     # (timezone, rolling, created_at), not the server's defaults.
     timezone = body.timezone
@@ -395,14 +453,29 @@ def release(request: Request, project: str, body: ReleaseIn) -> ReleaseOut:
 
 @router.post("/projects/{project}/charge", response_model=ChargeOut, responses=_BUDGET_404)
 def charge(request: Request, project: str, body: ChargeIn) -> ChargeOut:
-    """Record a cost that already happened (recorded even past the limit: it was spent)."""
+    """Record a cost that already happened (recorded even past the limit: it was spent).
+    Idempotent by ``charge_id``: a retry under the same id records nothing."""
     _names(project, body.user)
     state = get_state(request)
     budget = _budget(state, project, body.user)
-    charged = state.ledger.charge([budget], body.amount, model=body.model)
-    state.metrics.record_spend(budget.scope, float(charged))
-    state.alerts.notify([budget.scope])
-    return ChargeOut(user=body.user, charged=format_money(charged))
+    client_id = body.charge_id or uuid.uuid4().hex
+    units = cost_to_units(body.amount, what="charge amount")
+    now = state.clock()
+    # The store directly (as the ledger would), to learn whether this repeated a charge.
+    recorded = state.store.charge(
+        [budget.line(budget.window_at(now))],
+        units,
+        body.model,
+        now,
+        _hold_key(budget.scope, client_id),
+    )
+    charged = from_units(units)
+    if recorded:
+        state.metrics.record_spend(budget.scope, float(charged))
+        state.alerts.notify([budget.scope])
+    return ChargeOut(
+        user=body.user, charged=format_money(charged), charge_id=client_id, recorded=recorded
+    )
 
 
 @router.post("/projects/{project}/reset", response_model=BudgetOut, responses=_BUDGET_404)
@@ -426,7 +499,7 @@ def project_spend(request: Request, project: str) -> ProjectSpend:
     users: list[UserSpend] = []
     by_model: dict[str, Decimal] = {}
     spent = held = Decimal(0)
-    for user, budget in _users(state, project):
+    for user, budget in _users(state, project)[0]:
         status = state.ledger.status(budget)
         spent += status.spent
         held += status.held

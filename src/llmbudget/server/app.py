@@ -87,7 +87,7 @@ def create_app(
         store=backend,
         ledger=ledger,
         clock=clock,
-        auth=AdminAuth(config.admin_key),
+        auth=AdminAuth(config.admin_key, backend, clock=clock, session_ttl=config.session_ttl),
         metrics=metrics,
         alerts=AlertManager(config.alerts, ledger, backend, clock),
         seed=SeedProtocol(ledger, backend, clock, config.default_timezone),

@@ -9,6 +9,7 @@ file; ``$LLMBUDGET_STORE`` and ``$LLMBUDGET_ADMIN_KEY`` fill what neither set.
     store = "sqlite:////var/lib/llmbudget/ledger.db"
     admin_key = "change-me"          # or $LLMBUDGET_ADMIN_KEY
     purge_interval = 60              # seconds between sweeps of expired holds
+    session_ttl = 43200              # seconds a dashboard login lasts
 
     [alerts]
     webhook_url = "https://hooks.example/budget"
@@ -34,10 +35,14 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from llmbudget.config_models import StrictModel, parse
 from llmbudget.errors import InvalidInputError
 from llmbudget.periods import Period
+from llmbudget.validation import MAX_TTL, MIN_TTL
 
 __all__ = ["AlertConfig", "ServerConfig", "load_config", "parse_thresholds"]
 
@@ -99,43 +104,58 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY
     default_timezone: str = "UTC"
     trust_client_clock: bool = False
+    session_ttl: float = 12 * 3600.0
     alerts: AlertConfig = field(default_factory=AlertConfig)
     gateway: Mapping[str, Any] | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> ServerConfig:
-        """Build from a parsed config file; unknown keys are refused (typos fail loudly)."""
-        known = {f for f in cls.__dataclass_fields__ if f not in ("alerts", "gateway")}
-        unknown = set(data) - known - {"alerts"} - GATEWAY_KEYS
-        if unknown:
-            raise InvalidInputError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        kwargs: dict[str, Any] = {k: data[k] for k in known if k in data}
-        for key in ("purge_interval", "hold_ttl", "retention"):
-            if key in kwargs:
-                kwargs[key] = _positive(kwargs[key], key)
-        if "max_body_bytes" in kwargs:
-            kwargs["max_body_bytes"] = int(_positive(kwargs["max_body_bytes"], "max_body_bytes"))
-        if "trust_client_clock" in kwargs and not isinstance(kwargs["trust_client_clock"], bool):
-            raise InvalidInputError("trust_client_clock must be true or false")
-        if "port" in kwargs:
-            kwargs["port"] = int(kwargs["port"])
-        if "default_timezone" in kwargs:
-            Period.parse("daily", timezone=str(kwargs["default_timezone"]))
-        alerts = data.get("alerts") or {}
-        if not isinstance(alerts, Mapping):
-            raise InvalidInputError("[alerts] must be a table")
-        gateway = {k: data[k] for k in GATEWAY_KEYS if k in data} or None
-        settings = (gateway or {}).get("general_settings") or {}
-        gateway_store = settings.get("store") if isinstance(settings, Mapping) else None
-        if gateway_store is not None:
-            # The server and the gateway share one store; say so rather than pick one.
-            if "store" in kwargs and kwargs["store"] != gateway_store:
-                raise InvalidInputError(
-                    "store and general_settings.store name different stores; the server and "
-                    "its gateway share one: set only one of them"
-                )
-            kwargs["store"] = gateway_store
-        return cls(**kwargs, alerts=_alerts(alerts), gateway=gateway)
+        """Build from a parsed config file. Every mapping refuses unknown keys, naming the
+        path and the closest known key (a typo fails at start-up, not silently)."""
+        file = parse(_ServerFile, data)
+        gateway = {k: data[k] for k in GATEWAY_KEYS if data.get(k) is not None} or None
+        store = file.store
+        if gateway is not None:
+            from llmbudget.gateway.config_schema import GatewayFile
+
+            # The gateway is built later (it needs prices and secrets); its layout is
+            # checked now, so a typo there also fails at start-up with its path.
+            schema = parse(GatewayFile, gateway)
+            gateway_store = schema.general_settings.store if schema.general_settings else None
+            if gateway_store is not None:
+                # The server and the gateway share one store; say so rather than pick one.
+                if store is not None and store != gateway_store:
+                    raise InvalidInputError(
+                        "store and general_settings.store name different stores; the server "
+                        "and its gateway share one: set only one of them"
+                    )
+                store = gateway_store
+        alerts = file.alerts or _AlertsFile()
+        return cls(
+            store=store,
+            admin_key=file.admin_key,
+            host=file.host,
+            port=file.port,
+            insecure_no_auth=file.insecure_no_auth,
+            purge_interval=float(file.purge_interval),
+            hold_ttl=float(file.hold_ttl),
+            retention=float(file.retention),
+            max_body_bytes=file.max_body_bytes,
+            default_timezone=file.default_timezone,
+            trust_client_clock=file.trust_client_clock,
+            session_ttl=float(file.session_ttl),
+            alerts=AlertConfig(
+                webhook_url=alerts.webhook_url,
+                thresholds=tuple(alerts.thresholds),
+                budgets=dict(alerts.budgets),
+                timeout=float(alerts.timeout),
+                retries=alerts.retries,
+                backoff=float(alerts.backoff),
+                sweep_interval=float(alerts.sweep_interval),
+                headers=dict(alerts.headers),
+            ),
+            gateway=gateway,
+        )
 
     def with_env(self) -> ServerConfig:
         """Fill the store URL and admin key from the environment where the config has none."""
@@ -146,44 +166,60 @@ class ServerConfig:
         )
 
 
-def _positive(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise InvalidInputError(f"{what} must be a positive number, got {value!r}")
-    return float(value)
+def _thresholds(value: object) -> tuple[float, ...]:
+    return parse_thresholds(value)
 
 
-def _alerts(data: Mapping[str, Any]) -> AlertConfig:
-    allowed = set(AlertConfig.__dataclass_fields__)
-    unknown = set(data) - allowed
-    if unknown:
-        raise InvalidInputError(f"unknown [alerts] keys: {', '.join(sorted(unknown))}")
-    kwargs: dict[str, Any] = {}
-    if data.get("webhook_url"):
-        url = str(data["webhook_url"])
-        if not url.startswith(("http://", "https://")):
-            raise InvalidInputError(f"alerts.webhook_url must be http(s), got {url!r}")
-        kwargs["webhook_url"] = url
-    if "thresholds" in data:
-        kwargs["thresholds"] = parse_thresholds(data["thresholds"], what="alerts.thresholds")
-    if "budgets" in data:
-        budgets = data["budgets"]
-        if not isinstance(budgets, Mapping):
-            raise InvalidInputError("alerts.budgets must map scopes to threshold lists")
-        kwargs["budgets"] = {
-            str(scope): parse_thresholds(v, what=f"alerts.budgets[{scope!r}]")
-            for scope, v in budgets.items()
-        }
-    for key in ("timeout", "backoff", "sweep_interval"):
-        if key in data:
-            kwargs[key] = _positive(data[key], f"alerts.{key}")
-    if "retries" in data:
-        retries = data["retries"]
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise InvalidInputError("alerts.retries must be a non-negative integer")
-        kwargs["retries"] = retries
-    if "headers" in data:
-        kwargs["headers"] = {str(k): str(v) for k, v in dict(data["headers"]).items()}
-    return AlertConfig(**kwargs)
+def _timezone(value: str) -> str:
+    Period.parse("daily", timezone=value)
+    return value
+
+
+def _webhook(value: str | None) -> str | None:
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError(f"must be an http(s) URL, got {value!r}")
+    return value or None
+
+
+Positive = Annotated[StrictInt | StrictFloat, Field(gt=0, allow_inf_nan=False)]
+Thresholds = Annotated[Any, AfterValidator(_thresholds)]
+
+
+class _AlertsFile(StrictModel):
+    webhook_url: Annotated[StrictStr | None, AfterValidator(_webhook)] = None
+    thresholds: Thresholds = (0.5, 0.8, 1.0)
+    budgets: dict[StrictStr, Thresholds] = Field(default_factory=dict)
+    timeout: Positive = 5.0
+    retries: Annotated[StrictInt, Field(ge=0)] = 3
+    backoff: Positive = 0.5
+    sweep_interval: Positive = 30.0
+    headers: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+
+
+class _ServerFile(StrictModel):
+    store: StrictStr | None = None
+    admin_key: StrictStr | None = None
+    host: StrictStr = "127.0.0.1"
+    port: Annotated[StrictInt, Field(ge=0, le=65535)] = 8000
+    insecure_no_auth: StrictBool = False
+    purge_interval: Positive = 60.0
+    hold_ttl: Annotated[StrictInt | StrictFloat, Field(ge=MIN_TTL, le=MAX_TTL)] = 600.0
+    retention: Positive = 86_400.0
+    max_body_bytes: Annotated[StrictInt, Field(gt=0)] = DEFAULT_MAX_BODY
+    default_timezone: Annotated[StrictStr, AfterValidator(_timezone)] = "UTC"
+    trust_client_clock: StrictBool = False
+    session_ttl: Positive = 12 * 3600.0
+    alerts: _AlertsFile | None = None
+    # The gateway's part of the file: checked by the gateway's own schema.
+    model_list: Any = None
+    router_settings: Any = None
+    general_settings: Any = None
+    budgets: Any = None
+    users: Any = None
+    teams: Any = None
+    orgs: Any = None
+    end_users: Any = None
+    keys: Any = None
 
 
 def load_config(path: str | Path | None) -> ServerConfig:
@@ -215,4 +251,8 @@ def load_config(path: str | Path | None) -> ServerConfig:
         raise InvalidInputError(f"config file {str(file)!r} is not valid: {exc}") from None
     if not isinstance(data, Mapping):
         raise InvalidInputError(f"config file {str(file)!r} must hold a table/object")
-    return ServerConfig.from_mapping(data).with_env()
+    try:
+        config = ServerConfig.from_mapping(data)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"config file {str(file)!r}: {exc}") from None
+    return config.with_env()

@@ -5,9 +5,10 @@ library, nothing loaded from anywhere but this server (the one stylesheet is shi
 the package, under ``static/``). Every name shown is HTML-escaped.
 
 Access: with an admin key configured, the login form (``/ui/login``) takes the key once
-and sets an HttpOnly, SameSite=Strict session cookie derived from it (see
-:mod:`.auth`); ``/ui?key=...`` does the same and redirects to drop the key from the URL.
-A request with ``Authorization: Bearer <key>`` is let in as well. The dashboard only
+and opens a server-side session (random id in an HttpOnly, SameSite=Strict cookie;
+expiring, revoked at logout: see :mod:`.auth`). The key is never accepted in a URL
+(``/ui?key=...`` is refused: it would end up in access logs). A request with
+``Authorization: Bearer <key>`` is let in as well. The dashboard only
 reads: it has no button that changes a budget, so it offers nothing to forge.
 
 >>> bar_svg(Decimal("2"), Decimal("1"), Decimal("10")).startswith("<svg")
@@ -195,12 +196,12 @@ def _authorized(state: ServerState, request: Request) -> bool:
 def _set_session(state: ServerState, request: Request, response: Response) -> None:
     response.set_cookie(
         SESSION_COOKIE,
-        state.auth.session_token(),
+        state.auth.new_session(),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
         path="/",
-        max_age=12 * 3600,
+        max_age=int(state.auth.session_ttl),
     )
 
 
@@ -285,13 +286,13 @@ def _when(moment: datetime | None) -> str:
 def overview(request: Request) -> Response:
     """Every project (the first 25), each with its users, bars and charts."""
     state = get_state(request)
-    key = request.query_params.get("key")
-    if key is not None and state.auth.enabled:
-        if not state.auth.verify(key):
-            return _login_page("That key is not valid.", status=403)
-        response = RedirectResponse("/ui", status_code=303)
-        _set_session(state, request, response)
-        return response
+    if "key" in request.query_params and state.auth.enabled:
+        # Whether right or wrong, the same answer: a URL is never a way in.
+        return _login_page(
+            "The admin key is not accepted in a URL (it would end up in access logs): "
+            "sign in with this form.",
+            status=400,
+        )
     if not _authorized(state, request):
         return RedirectResponse("/ui/login", status_code=303)
     projects = _projects(state)
@@ -372,7 +373,8 @@ async def login(request: Request) -> Response:
 
 
 @dashboard_router.get("/logout")
-def logout() -> Response:
+def logout(request: Request) -> Response:
+    get_state(request).auth.end_session(request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmbudget.errors import (
     BudgetExceededError,
+    CounterOverflowError,
     InvalidAmountError,
     InvalidDurationError,
     InvalidInputError,
@@ -146,7 +147,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidInputError)
     async def _invalid(request: Request, exc: InvalidInputError) -> JSONResponse:
         code = "invalid_input"
-        if isinstance(exc, InvalidAmountError):
+        if isinstance(exc, CounterOverflowError):
+            code = "counter_overflow"
+        elif isinstance(exc, InvalidAmountError):
             code = "invalid_amount"
         elif isinstance(exc, InvalidDurationError):
             code = "invalid_duration"

@@ -4,11 +4,14 @@ Money goes out as strings (``"0.25"``) so no float creeps in, and comes in as a 
 a number (a float goes through its ``repr``: ``0.1`` is ``Decimal("0.1")``). Store-level
 bodies carry integer nano-dollars and integer window keys, bounded to 64 bits so nothing
 a client sends can overflow a store column.
+
+Types are strict: ``"yes"`` is not ``true``, ``"5"`` is not ``5``. Names, ids, times and
+JSON documents are refused by the same checks every store applies
+(:mod:`llmbudget.validation`), so a body the server accepts is one its store keeps.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any
 
 from pydantic import (
@@ -16,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -23,6 +27,18 @@ from pydantic import (
 )
 
 from llmbudget.errors import InvalidInputError
+from llmbudget.validation import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_TIMESTAMP,
+    MAX_TTL,
+    MIN_TIMESTAMP,
+    MIN_TTL,
+    check_id,
+    check_json_object,
+    text_problem,
+)
+from llmbudget.validation import check_name as check_store_name
 
 __all__ = [
     "Epoch",
@@ -36,47 +52,52 @@ __all__ = [
     "clean_text",
 ]
 
-_INT64_MIN = -(2**63)
-_INT64_MAX = 2**63 - 1
+_INT64_MIN = INT64_MIN
+_INT64_MAX = INT64_MAX
 
 
 def clean_text(value: str) -> str:
     """Refuse text no store can keep: NUL (PostgreSQL refuses it) and lone surrogates
     (not encodable as UTF-8). Raises ``ValueError`` so pydantic reports a 422."""
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text") from None
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
+
+
+def _store_name(value: str) -> str:
+    return check_store_name(value, "name")
+
+
+def _store_prefix(value: str) -> str:
+    return check_store_name(value, "prefix", allow_empty=True)
+
+
+def _store_id(value: str) -> str:
+    return check_id(value, "id")
 
 
 def check_name(value: str, what: str) -> str:
     """:func:`clean_text` for path parameters, raising the library's error (a 400)."""
     if not value or len(value) > 256:
         raise InvalidInputError(f"{what} must be 1 to 256 characters")
-    try:
-        return clean_text(value)
-    except ValueError as exc:
-        raise InvalidInputError(f"{what} {exc}") from None
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidInputError(f"{what} {problem}")
+    return value
 
 
 Name = Annotated[
     StrictStr, StringConstraints(min_length=1, max_length=256), AfterValidator(clean_text)
 ]
 Model = Annotated[
-    StrictStr, StringConstraints(min_length=1, max_length=256), AfterValidator(clean_text)
+    StrictStr, StringConstraints(min_length=1, max_length=256), AfterValidator(_store_name)
 ]
-Scope = Annotated[
-    StrictStr, StringConstraints(min_length=1, max_length=2048), AfterValidator(clean_text)
-]
-Prefix = Annotated[StrictStr, StringConstraints(max_length=2048), AfterValidator(clean_text)]
-HoldId = Annotated[
-    StrictStr,
-    StringConstraints(min_length=1, max_length=512),
-    AfterValidator(clean_text),
-]
+# Store-level names: exactly the limits every store keeps (the HTTP store is one).
+StoreModel = Annotated[StrictStr, AfterValidator(_store_name)]
+Scope = Annotated[StrictStr, AfterValidator(_store_name)]
+Prefix = Annotated[StrictStr, AfterValidator(_store_prefix)]
+HoldId = Annotated[StrictStr, AfterValidator(_store_id)]
 ClientHoldId = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z0-9._:\-]{1,128}$")]
 MoneyIn = Annotated[
     Annotated[StrictStr, StringConstraints(max_length=64)] | StrictInt | StrictFloat,
@@ -86,9 +107,16 @@ Units = Annotated[StrictInt, Field(ge=0, le=_INT64_MAX, description="Nano-dollar
 Int64 = Annotated[StrictInt, Field(ge=_INT64_MIN, le=_INT64_MAX)]
 Epoch = Annotated[
     StrictInt | StrictFloat,
-    Field(ge=-1e11, le=1e11, allow_inf_nan=False, description="Epoch seconds."),
+    Field(
+        ge=MIN_TIMESTAMP,
+        le=MAX_TIMESTAMP,
+        allow_inf_nan=False,
+        description="Epoch seconds (1900 to 3000).",
+    ),
 ]
-Seconds = Annotated[StrictInt | StrictFloat, Field(gt=0, le=366 * 86_400, allow_inf_nan=False)]
+# A bound of a time range to read: any finite time (an entry cannot be past it anyway).
+TimeBound = Annotated[StrictInt | StrictFloat, Field(allow_inf_nan=False)]
+Seconds = Annotated[StrictInt | StrictFloat, Field(ge=MIN_TTL, le=MAX_TTL, allow_inf_nan=False)]
 Threshold = Annotated[StrictInt | StrictFloat, Field(gt=0, le=10, allow_inf_nan=False)]
 
 
@@ -106,7 +134,7 @@ class BudgetCreate(_Body):
         None, description="daily, weekly, monthly, yearly, hourly, '30d', '1mo'… or null."
     )
     timezone: Annotated[StrictStr, StringConstraints(max_length=64)] | None = None
-    rolling: bool = False
+    rolling: StrictBool = False
     created_at: Epoch | None = None
     alert_thresholds: Annotated[list[Threshold], Field(max_length=20)] | None = None
 
@@ -115,7 +143,7 @@ class BudgetPut(_Body):
     amount: MoneyIn
     period: Annotated[StrictStr, StringConstraints(max_length=32)] | None = None
     timezone: Annotated[StrictStr, StringConstraints(max_length=64)] | None = None
-    rolling: bool = False
+    rolling: StrictBool = False
     created_at: Epoch | None = None
     alert_thresholds: Annotated[list[Threshold], Field(max_length=20)] | None = None
 
@@ -124,7 +152,7 @@ class BudgetPatch(_Body):
     amount: MoneyIn | None = None
     period: Annotated[StrictStr, StringConstraints(max_length=32)] | None = None
     timezone: Annotated[StrictStr, StringConstraints(max_length=64)] | None = None
-    rolling: bool | None = None
+    rolling: StrictBool | None = None
     alert_thresholds: Annotated[list[Threshold], Field(max_length=20)] | None = None
 
 
@@ -148,6 +176,10 @@ class BudgetOut(BaseModel):
 class BudgetList(BaseModel):
     project: str
     budgets: list[BudgetOut]
+    unreadable: list[str] = Field(
+        default_factory=list,
+        description="Users whose stored budget cannot be used (replace it with PUT).",
+    )
 
 
 class ProjectOut(BaseModel):
@@ -204,11 +236,18 @@ class ChargeIn(_Body):
     user: Name
     amount: MoneyIn
     model: Model | None = None
+    charge_id: ClientHoldId | None = Field(
+        None,
+        description="Idempotency key: charging again under the same id (same amount) records "
+        "nothing, so a retry after a lost answer is safe.",
+    )
 
 
 class ChargeOut(BaseModel):
     user: str
     charged: str
+    charge_id: str
+    recorded: bool = Field(description="False when this repeated an earlier charge_id.")
 
 
 class UserIn(_Body):
@@ -290,7 +329,7 @@ class StoreReserveOut(BaseModel):
 class StoreSettleIn(_Body):
     hold_id: HoldId
     actual: Units
-    model: Model | None = None
+    model: StoreModel | None = None
     now: Epoch
 
 
@@ -311,8 +350,16 @@ class StoreReleaseOut(BaseModel):
 class StoreChargeIn(_Body):
     lines: Annotated[list[LineIO], Field(min_length=1, max_length=64)]
     amount: Units
-    model: Model | None = None
+    model: StoreModel | None = None
     now: Epoch
+    charge_id: HoldId | None = Field(
+        None, description="Idempotency key: charging again under it records nothing."
+    )
+
+
+class StoreChargeOut(BaseModel):
+    ok: bool = True
+    recorded: bool
 
 
 class StoreUsageIn(_Body):
@@ -355,7 +402,7 @@ class RecordIO(_Body):
     limit: Units | None
     duration: Annotated[StrictStr, StringConstraints(max_length=32)] | None
     timezone: Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)] = "UTC"
-    rolling: bool = False
+    rolling: StrictBool = False
     created_at: Epoch = 0.0
     updated_at: Epoch = 0.0
 
@@ -395,35 +442,14 @@ class StoreDeletedOut(BaseModel):
 
 
 def check_json(value: dict[str, Any]) -> dict[str, Any]:
-    """JSON documents: finite numbers only (Python's parser lets ``NaN`` through, and no
-    JSON reply could carry it back), nesting at most 32 deep, clean text."""
-
-    def walk(node: object, depth: int) -> None:
-        if depth > 32:
-            raise ValueError("nested more than 32 levels deep")
-        if isinstance(node, float) and not math.isfinite(node):
-            raise ValueError("numbers must be finite")
-        if isinstance(node, str):
-            clean_text(node)
-        elif isinstance(node, dict):
-            for key, item in node.items():
-                clean_text(key)
-                walk(item, depth + 1)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item, depth + 1)
-
-    walk(value, 0)
-    return value
+    """JSON documents as every store keeps them (see
+    :func:`~llmbudget.validation.check_json_object`)."""
+    return check_json_object(value)
 
 
 JsonObject = Annotated[dict[str, Any], AfterValidator(check_json)]
-Kind = Annotated[
-    StrictStr, StringConstraints(min_length=1, max_length=128), AfterValidator(clean_text)
-]
-DocKey = Annotated[
-    StrictStr, StringConstraints(min_length=1, max_length=2048), AfterValidator(clean_text)
-]
+Kind = Annotated[StrictStr, AfterValidator(_store_name)]
+DocKey = Annotated[StrictStr, AfterValidator(_store_name)]
 
 
 class StoreDocIn(_Body):
@@ -462,8 +488,8 @@ class StoreAppendLogIn(_Body):
 
 class StoreReadLogIn(_Body):
     kind: Kind
-    since: Epoch = 0.0
-    until: Epoch | None = Field(None, description="Exclusive upper bound; null: no bound.")
+    since: TimeBound = 0.0
+    until: TimeBound | None = Field(None, description="Exclusive upper bound; null: no bound.")
     limit: Annotated[StrictInt, Field(ge=1, le=10_000)] = 100
 
 

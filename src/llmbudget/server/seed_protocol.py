@@ -74,6 +74,7 @@ from llmbudget.ledger import Ledger
 from llmbudget.money import UNITS_PER_DOLLAR, format_money, from_units, to_money
 from llmbudget.periods import Period
 from llmbudget.stores.base import BudgetRecord, Line, Store
+from llmbudget.validation import check_name, check_timestamp
 
 __all__ = [
     "SYNC_KIND",
@@ -174,31 +175,18 @@ def _days(value: object, what: str) -> float:
         raise InvalidInputError(f"{what} must be a number of days")
     else:
         days = float(value)
-    period_from_days(days)  # validates
+    # Validates the period too, windows included: a duration such as 1e300 days is refused
+    # here, before anything is written, instead of breaking every later read.
+    Period.parse(period_from_days(days))
     return days
 
 
 def _epoch(value: object, what: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInputError(f"{what} must be epoch seconds (a number), got {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or abs(number) > 1e11:
-        raise InvalidInputError(f"{what} is not a usable epoch time: {value!r}")
-    return number
+    return None if value is None else check_timestamp(value, what)
 
 
 def _text(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidInputError(f"{what} must be a non-empty string")
-    if "\x00" in value or len(value) > 512:
-        raise InvalidInputError(f"{what} must be at most 512 characters, without NUL")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInputError(f"{what} is not valid Unicode text") from None
-    return value
+    return check_name(value, what)
 
 
 @dataclass(slots=True)
@@ -439,7 +427,8 @@ class SeedProtocol:
         a value that differs from the marker's is the client's own change (and written).
         Anything else stays as stored, so a limit an admin changed since is not undone,
         and a budget deleted since is not re-created (``None``: nothing to sync)."""
-        existing = None if record is None else Budget.from_record(record)
+        # A stored record that cannot be used is replaced as if absent.
+        existing = Budget.readable(record)
         if not item.limit_changed and not item.days_changed:
             return existing
         if existing is not None and not item.days_changed:

@@ -20,7 +20,7 @@ for a single client whose clock is the server's, or for tests that drive time).
 ``/v1/store/reserve``           ``{hold_id, lines, amount, expires_at, now}`` → ``{refusal}``
 ``/v1/store/settle``            ``{hold_id, actual, model, now}`` → ``{actual, already}``
 ``/v1/store/release``           ``{hold_id, now}`` → ``{released}``
-``/v1/store/charge``            ``{lines, amount, model, now}`` → ``{ok}``
+``/v1/store/charge``            ``{lines, amount, model, now, charge_id}`` → ``{recorded}``
 ``/v1/store/usage``             ``{scope, window, now}`` → ``{spent, held, by_model}``
 ``/v1/store/reset``             ``{scope, window}`` → ``{ok}``
 ``/v1/store/history``           ``{scope, limit}`` → ``{rows: [[window, spent], …]}``
@@ -60,6 +60,7 @@ from .schemas import (
     RefusalOut,
     StoreAppendLogIn,
     StoreChargeIn,
+    StoreChargeOut,
     StoreCreatedOut,
     StoreDeleteBudgetIn,
     StoreDeletedOut,
@@ -182,15 +183,18 @@ def store_release(request: Request, body: StoreReleaseIn) -> StoreReleaseOut:
     return StoreReleaseOut(released=released)
 
 
-@store_router.post("/charge", response_model=Empty)
-def store_charge(request: Request, body: StoreChargeIn) -> Empty:
+@store_router.post("/charge", response_model=StoreChargeOut)
+def store_charge(request: Request, body: StoreChargeIn) -> StoreChargeOut:
     state = get_state(request)
     lines = _lines(body.lines)
     validate_lines(lines, body.amount)
-    state.store.charge(lines, body.amount, body.model, _now(state, body.now))
-    state.metrics.record_spend(lines[0].scope, body.amount / 1e9)
-    state.alerts.notify(line.scope for line in lines)
-    return Empty()
+    recorded = state.store.charge(
+        lines, body.amount, body.model, _now(state, body.now), body.charge_id
+    )
+    if recorded:
+        state.metrics.record_spend(lines[0].scope, body.amount / 1e9)
+        state.alerts.notify(line.scope for line in lines)
+    return StoreChargeOut(recorded=recorded)
 
 
 @store_router.post("/usage", response_model=StoreUsageOut)

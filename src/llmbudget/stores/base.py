@@ -23,13 +23,20 @@ one Redis Lua script. Semantics every store must keep (the conformance suite che
     the money was spent. Unknown ids raise :class:`~llmbudget.errors.UnknownHoldError`.
 ``release(hold_id, now)``
     Ends a hold without spend; ``False`` if it was already settled or released.
-``charge(lines, amount, model, now)``
-    Records spend unconditionally (a cost that has already happened).
+``charge(lines, amount, model, now, charge_id=None)``
+    Records spend unconditionally (a cost that has already happened) and returns ``True``.
+    With a ``charge_id`` it is idempotent: charging again under an id the store has seen,
+    with the same amount on the same scopes, records nothing and returns ``False`` (the
+    window may differ: a retry just after a window boundary is still the same charge), so
+    a client may retry a charge whose answer it lost. Any other reuse of the id raises
+    :class:`~llmbudget.errors.InvalidInputError` and changes nothing. Charge ids are kept
+    ``retention`` seconds (see ``purge``).
 ``usage(scope, window, now)``
     Spent, active holds, and spend per model of one scope's window.
 ``purge(now, retention)``
     Forgets holds that expired more than ``retention`` seconds ago (so a late settle
-    within the retention still lands) and returns how many it removed.
+    within the retention still lands) and returns how many it removed. Also forgets the
+    ids of charges recorded more than ``retention`` seconds ago.
 
 Beside the ledger, two small generic facilities serve the server and the gateway, so
 that they need no storage of their own on any backend:
@@ -42,22 +49,38 @@ that they need no storage of their own on any backend:
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from llmbudget.errors import InvalidInputError
+from llmbudget.errors import CounterOverflowError, InvalidInputError
+from llmbudget.periods import Period
+from llmbudget.validation import (
+    INT64_MAX,
+    check_id,
+    check_int,
+    check_int64,
+    check_json_object,
+    check_name,
+    check_seconds,
+    check_timestamp,
+    check_units,
+)
 
 __all__ = [
     "AsyncStore",
     "BudgetRecord",
+    "Checks",
     "Line",
     "LogEntry",
     "Refusal",
     "SettleResult",
     "Store",
     "Usage",
+    "charge_conflict",
+    "check_counter",
     "validate_lines",
 ]
 
@@ -138,7 +161,14 @@ class Store(ABC):
     def release(self, hold_id: str, now: float) -> bool: ...
 
     @abstractmethod
-    def charge(self, lines: Sequence[Line], amount: int, model: str | None, now: float) -> None: ...
+    def charge(
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> bool: ...
 
     @abstractmethod
     def usage(self, scope: str, window: int, now: float) -> Usage: ...
@@ -219,8 +249,13 @@ class AsyncStore(Protocol):
     ) -> SettleResult: ...
     async def release(self, hold_id: str, now: float) -> bool: ...
     async def charge(
-        self, lines: Sequence[Line], amount: int, model: str | None, now: float
-    ) -> None: ...
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> bool: ...
     async def usage(self, scope: str, window: int, now: float) -> Usage: ...
     async def reset(self, scope: str, window: int) -> None: ...
     async def history(self, scope: str, limit: int = 100) -> list[tuple[int, int]]: ...
@@ -241,15 +276,148 @@ class AsyncStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-def validate_lines(lines: Sequence[Line], amount: int) -> None:
+def validate_lines(lines: object, amount: object) -> None:
     """Shared argument checks, so every backend refuses the same bad calls the same way."""
-    if not lines:
+    check_units(amount, "amount")
+    if isinstance(lines, str | bytes) or not isinstance(lines, Sequence) or not lines:
         raise InvalidInputError("reserve/charge needs at least one scope")
-    if amount < 0:
-        raise InvalidInputError("amount must not be negative")
     seen: set[tuple[str, int]] = set()
     for line in lines:
+        if not isinstance(line, Line):
+            raise InvalidInputError(f"lines must be Line objects, got {type(line).__name__}")
+        check_name(line.scope, "scope")
+        check_int64(line.window, "window")
+        if line.limit is not None:
+            check_units(line.limit, "limit")
         key = (line.scope, line.window)
         if key in seen:
             raise InvalidInputError(f"scope {line.scope!r} given twice in one operation")
         seen.add(key)
+
+
+def charge_conflict(charge_id: str) -> InvalidInputError:
+    """The error for a charge id reused with another amount or other scopes."""
+    return InvalidInputError(
+        f"charge id {charge_id!r} was already used for a different charge (another amount "
+        "or other scopes)"
+    )
+
+
+def check_counter(scope: str, window: int, current: int, add: int) -> None:
+    """Refuse adding ``add`` to a counter at ``current`` past int64 (stores that cannot
+    check inside the database call this under their write lock)."""
+    if current + add > INT64_MAX:
+        raise CounterOverflowError(scope, window)
+
+
+def _model(model: object) -> None:
+    if model is not None:
+        check_name(model, "model")
+
+
+class Checks:
+    """The argument checks of every :class:`Store` operation, shared by all backends.
+
+    Each store calls the check of an operation before touching its data, so every
+    backend refuses the same calls with the same typed error and nothing is stored.
+    """
+
+    @staticmethod
+    def reserve(
+        hold_id: object, lines: object, amount: object, expires_at: object, now: object
+    ) -> None:
+        check_id(hold_id, "hold id")
+        validate_lines(lines, amount)
+        check_timestamp(expires_at, "expires_at")
+        check_timestamp(now, "now")
+
+    @staticmethod
+    def settle(hold_id: object, actual: object, model: object, now: object) -> None:
+        check_id(hold_id, "hold id")
+        check_units(actual, "actual")
+        _model(model)
+        check_timestamp(now, "now")
+
+    @staticmethod
+    def release(hold_id: object, now: object) -> None:
+        check_id(hold_id, "hold id")
+        check_timestamp(now, "now")
+
+    @staticmethod
+    def charge(
+        lines: object, amount: object, model: object, now: object, charge_id: object
+    ) -> None:
+        validate_lines(lines, amount)
+        _model(model)
+        check_timestamp(now, "now")
+        if charge_id is not None:
+            check_id(charge_id, "charge id")
+
+    @staticmethod
+    def window(scope: object, window: object, now: object = None) -> None:
+        check_name(scope, "scope")
+        check_int64(window, "window")
+        if now is not None:
+            check_timestamp(now, "now")
+
+    @staticmethod
+    def history(scope: object, limit: object) -> None:
+        check_name(scope, "scope")
+        check_int(limit, "limit", 0, 1_000_000)
+
+    @staticmethod
+    def purge(now: object, retention: object) -> None:
+        check_timestamp(now, "now")
+        check_seconds(retention, "retention")
+
+    @staticmethod
+    def record(record: object) -> None:
+        if not isinstance(record, BudgetRecord):
+            raise InvalidInputError(f"expected a BudgetRecord, got {type(record).__name__}")
+        check_name(record.scope, "scope")
+        if record.limit is not None:
+            check_units(record.limit, "limit")
+        if record.duration is not None and not isinstance(record.duration, str):
+            raise InvalidInputError("duration must be a string or None")
+        check_name(record.timezone, "timezone")
+        check_timestamp(record.created_at, "created_at")
+        check_timestamp(record.updated_at, "updated_at")
+        # A record the ledger could not read back would break every later read of it.
+        Period.parse(record.duration, timezone=record.timezone, rolling=record.rolling)
+
+    @staticmethod
+    def scopes(scopes: object) -> None:
+        if isinstance(scopes, str) or not isinstance(scopes, Sequence):
+            raise InvalidInputError("scopes must be a list of scope names")
+        for scope in scopes:
+            check_name(scope, "scope")
+
+    @staticmethod
+    def name(value: object, what: str, *, allow_empty: bool = False) -> None:
+        check_name(value, what, allow_empty=allow_empty)
+
+    @staticmethod
+    def doc(kind: object, key: object, data: object = None) -> None:
+        check_name(kind, "document kind")
+        check_name(key, "document key")
+        if data is not None:
+            check_json_object(data)
+
+    @staticmethod
+    def list_docs(kind: object, prefix: object) -> None:
+        check_name(kind, "document kind")
+        check_name(prefix, "prefix", allow_empty=True)
+
+    @staticmethod
+    def log(kind: object, at: object, data: object) -> None:
+        check_name(kind, "log kind")
+        check_timestamp(at, "at")
+        check_json_object(data, "log entry")
+
+    @staticmethod
+    def read_log(kind: object, since: object, until: object, limit: object) -> None:
+        check_name(kind, "log kind")
+        for value, what in ((since, "since"), (until, "until")):
+            if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+                raise InvalidInputError(f"{what} must be a number of epoch seconds")
+        check_int(limit, "limit", 0, 1_000_000)

@@ -30,12 +30,16 @@ import math
 import os
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
 from llmbudget.errors import (
+    CounterOverflowError,
+    InvalidAmountError,
+    InvalidDurationError,
     InvalidInputError,
     StoreError,
     StoreUnavailableError,
@@ -43,6 +47,7 @@ from llmbudget.errors import (
 )
 from llmbudget.stores.base import (
     BudgetRecord,
+    Checks,
     Line,
     LogEntry,
     Refusal,
@@ -54,6 +59,10 @@ from llmbudget.stores.base import (
 __all__ = ["HttpStore"]
 
 DEFAULT_TIMEOUT = 10.0
+_INPUT_ERRORS: dict[str, type[InvalidInputError]] = {
+    "invalid_amount": InvalidAmountError,
+    "invalid_duration": InvalidDurationError,
+}
 _BATCH = 1000
 
 
@@ -159,7 +168,10 @@ class HttpStore(Store):
             # A 404 without our error shape: not an llmbudget server (or a wrong base URL).
             raise StoreUnavailableError(f"budget server {self.base_url} {method}: {detail}")
         if status in (400, 413, 422):
-            raise InvalidInputError(detail)
+            # The server's code says which refusal it was: the same type as a local store.
+            if code == "counter_overflow":
+                raise CounterOverflowError()
+            raise _INPUT_ERRORS.get(str(code), InvalidInputError)(detail)
         raise StoreError(f"budget server {self.base_url} {method}: HTTP {status}: {detail}")
 
     def close(self) -> None:
@@ -173,6 +185,7 @@ class HttpStore(Store):
     def reserve(
         self, hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float
     ) -> Refusal | None:
+        Checks.reserve(hold_id, lines, amount, expires_at, now)
         out = self._call(
             "reserve",
             {
@@ -189,44 +202,60 @@ class HttpStore(Store):
         return Refusal(int(refusal["index"]), int(refusal["spent"]), int(refusal["held"]))
 
     def settle(self, hold_id: str, actual: int, model: str | None, now: float) -> SettleResult:
+        Checks.settle(hold_id, actual, model, now)
         out = self._call(
             "settle", {"hold_id": hold_id, "actual": actual, "model": model, "now": now}
         )
         return SettleResult(int(out["actual"]), bool(out["already"]))
 
     def release(self, hold_id: str, now: float) -> bool:
+        Checks.release(hold_id, now)
         return bool(self._call("release", {"hold_id": hold_id, "now": now})["released"])
 
-    def charge(self, lines: Sequence[Line], amount: int, model: str | None, now: float) -> None:
-        self._call(
-            "charge",
-            {
-                "lines": [_line(line) for line in lines],
-                "amount": amount,
-                "model": model,
-                "now": now,
-            },
-        )
+    def charge(
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> bool:
+        Checks.charge(lines, amount, model, now, charge_id)
+        # Always with an id, so the server can tell a repeated request from a new charge.
+        body = {
+            "lines": [_line(line) for line in lines],
+            "amount": amount,
+            "model": model,
+            "now": now,
+            "charge_id": charge_id or f"http-{uuid.uuid4().hex}",
+        }
+        return bool(self._call("charge", body).get("recorded", True))
 
     def usage(self, scope: str, window: int, now: float) -> Usage:
+        Checks.window(scope, window, now)
         out = self._call("usage", {"scope": scope, "window": window, "now": now})
         by_model = {str(m): int(v) for m, v in dict(out.get("by_model") or {}).items()}
         return Usage(int(out["spent"]), int(out["held"]), by_model)
 
     def reset(self, scope: str, window: int) -> None:
+        Checks.window(scope, window)
         self._call("reset", {"scope": scope, "window": window})
 
     def history(self, scope: str, limit: int = 100) -> list[tuple[int, int]]:
+        Checks.history(scope, limit)
         out = self._call("history", {"scope": scope, "limit": limit})
         return [(int(w), int(s)) for w, s in out["rows"]]
 
     def purge(self, now: float, retention: float) -> int:
+        Checks.purge(now, retention)
         return int(self._call("purge", {"now": now, "retention": retention})["removed"])
 
     def put_budget(self, record: BudgetRecord) -> None:
+        Checks.record(record)
         self._call("put_budget", {"record": _record_json(record)})
 
     def get_budgets(self, scopes: Sequence[str]) -> list[BudgetRecord | None]:
+        Checks.scopes(scopes)
         found: list[BudgetRecord | None] = []
         # The server takes at most _BATCH scopes per request (its bodies are bounded).
         for start in range(0, len(scopes), _BATCH):
@@ -235,38 +264,47 @@ class HttpStore(Store):
         return found
 
     def list_budgets(self, prefix: str) -> list[BudgetRecord]:
+        Checks.name(prefix, "prefix", allow_empty=True)
         out = self._call("list_budgets", {"prefix": prefix})
         return [_record(r) for r in out["records"]]
 
     def delete_budget(self, scope: str) -> bool:
+        Checks.name(scope, "scope")
         return bool(self._call("delete_budget", {"scope": scope})["deleted"])
 
     # -- documents and logs ----------------------------------------------------------
 
     def put_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> None:
+        Checks.doc(kind, key, data)
         self._call("put_doc", {"kind": kind, "key": key, "data": dict(data)})
 
     def create_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> bool:
+        Checks.doc(kind, key, data)
         out = self._call("create_doc", {"kind": kind, "key": key, "data": dict(data)})
         return bool(out["created"])
 
     def get_doc(self, kind: str, key: str) -> dict[str, Any] | None:
+        Checks.doc(kind, key)
         data = self._call("get_doc", {"kind": kind, "key": key})["data"]
         return None if data is None else dict(data)
 
     def list_docs(self, kind: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        Checks.list_docs(kind, prefix)
         out = self._call("list_docs", {"kind": kind, "prefix": prefix})
         return [(str(key), dict(data)) for key, data in out["docs"]]
 
     def delete_doc(self, kind: str, key: str) -> bool:
+        Checks.doc(kind, key)
         return bool(self._call("delete_doc", {"kind": kind, "key": key})["deleted"])
 
     def append_log(self, kind: str, at: float, data: Mapping[str, Any]) -> None:
+        Checks.log(kind, at, data)
         self._call("append_log", {"kind": kind, "at": at, "data": dict(data)})
 
     def read_log(
         self, kind: str, since: float = 0.0, until: float = float("inf"), limit: int = 100
     ) -> list[LogEntry]:
+        Checks.read_log(kind, since, until, limit)
         body = {
             "kind": kind,
             "since": since,

@@ -13,12 +13,15 @@ from typing import Any
 from llmbudget.errors import InvalidInputError, UnknownHoldError
 from llmbudget.stores.base import (
     BudgetRecord,
+    Checks,
     Line,
     LogEntry,
     Refusal,
     SettleResult,
     Store,
     Usage,
+    charge_conflict,
+    check_counter,
 )
 
 __all__ = ["MemoryStore"]
@@ -31,6 +34,13 @@ class _Hold:
     expires_at: float
     state: str = "held"  # held | settled | released
     actual: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Charge:
+    amount: int
+    scopes: frozenset[str]
+    at: float
 
 
 class MemoryStore(Store):
@@ -46,6 +56,7 @@ class MemoryStore(Store):
         # Holds still counting, per (scope, window): reserves scan only these, not every
         # hold kept for late settles.
         self._active: dict[tuple[str, int], dict[str, _Hold]] = defaultdict(dict)
+        self._charges: dict[str, _Charge] = {}
         self._budgets: dict[str, BudgetRecord] = {}
         self._docs: dict[tuple[str, str], dict[str, Any]] = {}
         self._logs: dict[str, list[LogEntry]] = defaultdict(list)
@@ -63,6 +74,9 @@ class MemoryStore(Store):
                     del self._active[key]
 
     def _record(self, keys: Sequence[tuple[str, int]], amount: int, model: str | None) -> None:
+        # Every counter is checked before the first changes: all or nothing.
+        for scope, window in keys:
+            check_counter(scope, window, self._spent.get((scope, window), 0), amount)
         for key in keys:
             self._spent[key] += amount
             if model is not None:
@@ -72,6 +86,7 @@ class MemoryStore(Store):
     def reserve(
         self, hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float
     ) -> Refusal | None:
+        Checks.reserve(hold_id, lines, amount, expires_at, now)
         with self._lock:
             existing = self._holds.get(hold_id)
             if existing is not None:
@@ -88,11 +103,10 @@ class MemoryStore(Store):
                     )
                 return None
             for index, line in enumerate(lines):
-                if line.limit is None:
-                    continue
                 key = (line.scope, line.window)
                 spent, held = self._spent.get(key, 0), self._held(key, now)
-                if spent + held + amount > line.limit:
+                check_counter(line.scope, line.window, spent + held, amount)
+                if line.limit is not None and spent + held + amount > line.limit:
                     return Refusal(index, spent, held)
             keys = tuple((line.scope, line.window) for line in lines)
             hold = self._holds[hold_id] = _Hold(keys, amount, expires_at)
@@ -101,6 +115,7 @@ class MemoryStore(Store):
             return None
 
     def settle(self, hold_id: str, actual: int, model: str | None, now: float) -> SettleResult:
+        Checks.settle(hold_id, actual, model, now)
         with self._lock:
             hold = self._holds.get(hold_id)
             if hold is None:
@@ -113,6 +128,7 @@ class MemoryStore(Store):
             return SettleResult(actual, already=False)
 
     def release(self, hold_id: str, now: float) -> bool:
+        Checks.release(hold_id, now)
         with self._lock:
             hold = self._holds.get(hold_id)
             if hold is None:
@@ -123,11 +139,29 @@ class MemoryStore(Store):
             hold.state = "released"
             return True
 
-    def charge(self, lines: Sequence[Line], amount: int, model: str | None, now: float) -> None:
+    def charge(
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> bool:
+        Checks.charge(lines, amount, model, now, charge_id)
+        scopes = frozenset(line.scope for line in lines)
         with self._lock:
+            if charge_id is not None and charge_id in self._charges:
+                seen = self._charges[charge_id]
+                if (seen.amount, seen.scopes) != (amount, scopes):
+                    raise charge_conflict(charge_id)
+                return False
             self._record([(line.scope, line.window) for line in lines], amount, model)
+            if charge_id is not None:
+                self._charges[charge_id] = _Charge(amount, scopes, now)
+            return True
 
     def usage(self, scope: str, window: int, now: float) -> Usage:
+        Checks.window(scope, window, now)
         key = (scope, window)
         with self._lock:
             return Usage(
@@ -137,16 +171,19 @@ class MemoryStore(Store):
             )
 
     def reset(self, scope: str, window: int) -> None:
+        Checks.window(scope, window)
         with self._lock:
             self._spent.pop((scope, window), None)
             self._by_model.pop((scope, window), None)
 
     def history(self, scope: str, limit: int = 100) -> list[tuple[int, int]]:
+        Checks.history(scope, limit)
         with self._lock:
             rows = [(w, v) for (s, w), v in self._spent.items() if s == scope]
         return sorted(rows, reverse=True)[:limit]
 
     def purge(self, now: float, retention: float) -> int:
+        Checks.purge(now, retention)
         with self._lock:
             for hold_id, hold in list(self._holds.items()):
                 if hold.expires_at <= now:
@@ -154,17 +191,22 @@ class MemoryStore(Store):
             gone = [k for k, h in self._holds.items() if h.expires_at + retention <= now]
             for key in gone:
                 del self._holds[key]
+            for charge_id in [k for k, c in self._charges.items() if c.at + retention <= now]:
+                del self._charges[charge_id]
             return len(gone)
 
     def put_budget(self, record: BudgetRecord) -> None:
+        Checks.record(record)
         with self._lock:
             self._budgets[record.scope] = record
 
     def get_budgets(self, scopes: Sequence[str]) -> list[BudgetRecord | None]:
+        Checks.scopes(scopes)
         with self._lock:
             return [self._budgets.get(scope) for scope in scopes]
 
     def list_budgets(self, prefix: str) -> list[BudgetRecord]:
+        Checks.name(prefix, "prefix", allow_empty=True)
         with self._lock:
             return sorted(
                 (r for s, r in self._budgets.items() if s.startswith(prefix)),
@@ -172,17 +214,20 @@ class MemoryStore(Store):
             )
 
     def delete_budget(self, scope: str) -> bool:
+        Checks.name(scope, "scope")
         with self._lock:
             return self._budgets.pop(scope, None) is not None
 
     # Documents are copied through JSON on the way in, so callers cannot mutate stored
     # state and every backend accepts and returns exactly the same values.
     def put_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> None:
+        Checks.doc(kind, key, data)
         stored = _json_copy(data)
         with self._lock:
             self._docs[(kind, key)] = stored
 
     def create_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> bool:
+        Checks.doc(kind, key, data)
         stored = _json_copy(data)
         with self._lock:
             if (kind, key) in self._docs:
@@ -191,11 +236,13 @@ class MemoryStore(Store):
             return True
 
     def get_doc(self, kind: str, key: str) -> dict[str, Any] | None:
+        Checks.doc(kind, key)
         with self._lock:
             found = self._docs.get((kind, key))
             return None if found is None else copy.deepcopy(found)
 
     def list_docs(self, kind: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        Checks.list_docs(kind, prefix)
         with self._lock:
             rows = [
                 (k, copy.deepcopy(v))
@@ -205,10 +252,12 @@ class MemoryStore(Store):
         return sorted(rows, key=lambda row: row[0])
 
     def delete_doc(self, kind: str, key: str) -> bool:
+        Checks.doc(kind, key)
         with self._lock:
             return self._docs.pop((kind, key), None) is not None
 
     def append_log(self, kind: str, at: float, data: Mapping[str, Any]) -> None:
+        Checks.log(kind, at, data)
         entry = LogEntry(at, _json_copy(data))
         with self._lock:
             self._logs[kind].append(entry)
@@ -216,6 +265,7 @@ class MemoryStore(Store):
     def read_log(
         self, kind: str, since: float = 0.0, until: float = float("inf"), limit: int = 100
     ) -> list[LogEntry]:
+        Checks.read_log(kind, since, until, limit)
         with self._lock:
             rows = [e for e in self._logs.get(kind, []) if since <= e.at < until]
         # Newest first; among equal times the later append first, as the SQL stores do.

@@ -22,7 +22,8 @@ transaction-scoped advisory lock, so concurrent starts are safe. ``?schema=NAME`
 table and function in schema ``NAME`` (created if missing; default ``llmbudget``).
 Other URL parameters: ``pool_min`` (1), ``pool_max`` (10), ``pool_timeout`` (5 s: the
 longest an operation waits for a connection, so the bound on failing when the server is
-down), and every libpq parameter (``connect_timeout`` defaults to 3 s).
+down), and every libpq parameter (``connect_timeout`` defaults to 2 s). A bad URL (unknown host,
+refused port, missing database) fails at once, in one line naming the reason.
 """
 
 from __future__ import annotations
@@ -39,16 +40,24 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolClosed, PoolTimeout
 
-from llmbudget.errors import InvalidInputError, StoreError, StoreUnavailableError, UnknownHoldError
+from llmbudget.errors import (
+    CounterOverflowError,
+    InvalidInputError,
+    LLMBudgetError,
+    StoreError,
+    StoreUnavailableError,
+    UnknownHoldError,
+)
 from llmbudget.stores.base import (
     BudgetRecord,
+    Checks,
     Line,
     LogEntry,
     Refusal,
     SettleResult,
     Store,
     Usage,
-    validate_lines,
+    charge_conflict,
 )
 
 __all__ = ["AsyncPostgresStore", "PostgresStore"]
@@ -334,6 +343,153 @@ BEGIN
 END
 $fn$;
 """,
+    # 3: an operation that would take a counter past bigint is refused before any change
+    # (SQLSTATE 22003, translated to CounterOverflowError), on every line of a reserve.
+    r"""
+-- Returns NULL when held (or a retry of a reserve still held under this id), ARRAY[-1]
+-- when the id is taken by an ended hold or a different reservation, else
+-- ARRAY[index, spent, held] of the first line that would go over.
+CREATE OR REPLACE FUNCTION llmbudget_reserve(
+    p_id text, p_scopes text[], p_wins bigint[], p_limits bigint[],
+    p_amount bigint, p_expires_at double precision, p_now double precision
+) RETURNS bigint[] LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_line record;
+    v_spent bigint;
+    v_held numeric;
+    v_reuse integer;
+BEGIN
+    -- Lock every line's spend row in (scope, window) order, the order every writer uses,
+    -- so overlapping multi-scope operations queue instead of deadlocking.
+    FOR v_line IN
+        SELECT u.s, u.w FROM unnest(p_scopes, p_wins) AS u(s, w) ORDER BY u.s COLLATE "C", u.w
+    LOOP
+        INSERT INTO spend (scope, win) VALUES (v_line.s, v_line.w) ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM spend WHERE scope = v_line.s AND win = v_line.w FOR UPDATE;
+    END LOOP;
+    -- Under the locks, so a concurrent reserve of the same id and lines has committed by now.
+    v_reuse := llmbudget_hold_reuse(p_id, p_scopes, p_wins, p_amount);
+    IF v_reuse > 0 THEN
+        RETURN NULL;
+    ELSIF v_reuse < 0 THEN
+        RETURN ARRAY[-1]::bigint[];
+    END IF;
+    FOR i IN 1 .. cardinality(p_scopes) LOOP
+        SELECT spent INTO v_spent FROM spend WHERE scope = p_scopes[i] AND win = p_wins[i];
+        SELECT COALESCE(sum(amount), 0) INTO v_held FROM active_holds
+            WHERE scope = p_scopes[i] AND win = p_wins[i] AND expires_at > p_now;
+        -- Every line, limited or not: spend and the held sum must stay within bigint.
+        IF v_spent::numeric + v_held + p_amount > 9223372036854775807 THEN
+            RAISE EXCEPTION 'llmbudget counter overflow: %', p_scopes[i] USING ERRCODE = '22003';
+        END IF;
+        CONTINUE WHEN p_limits[i] IS NULL;
+        IF v_spent::numeric + v_held + p_amount > p_limits[i] THEN
+            RETURN ARRAY[i - 1, v_spent, v_held::bigint];
+        END IF;
+    END LOOP;
+    INSERT INTO holds (id, amount, expires_at, state, scopes, wins)
+        VALUES (p_id, p_amount, p_expires_at, 'h', p_scopes, p_wins)
+        ON CONFLICT (id) DO NOTHING;
+    IF FOUND THEN
+        INSERT INTO active_holds (scope, win, hold_id, amount, expires_at)
+            SELECT u.s, u.w, p_id, p_amount, p_expires_at FROM unnest(p_scopes, p_wins) AS u(s, w);
+        RETURN NULL;
+    END IF;
+    -- The same id was reserved at the same moment under other locks (other lines) and
+    -- that reserve committed first: judge ours as a retry of it.
+    IF llmbudget_hold_reuse(p_id, p_scopes, p_wins, p_amount) > 0 THEN
+        RETURN NULL;
+    END IF;
+    RETURN ARRAY[-1]::bigint[];
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION llmbudget_record(
+    p_scopes text[], p_wins bigint[], p_amount bigint, p_model text
+) RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_scope text;
+BEGIN
+    -- Checked before the first row changes (per-model spend never exceeds its window's
+    -- total, so the total is the bound).
+    SELECT u.s INTO v_scope FROM unnest(p_scopes, p_wins) AS u(s, w)
+        JOIN spend t ON t.scope = u.s AND t.win = u.w
+        WHERE t.spent::numeric + p_amount > 9223372036854775807 LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'llmbudget counter overflow: %', v_scope USING ERRCODE = '22003';
+    END IF;
+    -- Rows in (scope, window) order: the lock order of reserves.
+    INSERT INTO spend AS t (scope, win, spent, recorded)
+        SELECT u.s, u.w, p_amount, true FROM unnest(p_scopes, p_wins) AS u(s, w)
+        ORDER BY u.s COLLATE "C", u.w
+        ON CONFLICT (scope, win) DO UPDATE SET spent = t.spent + excluded.spent, recorded = true;
+    IF p_model IS NOT NULL THEN
+        INSERT INTO spend_model AS t (scope, win, model, spent)
+            SELECT u.s, u.w, p_model, p_amount FROM unnest(p_scopes, p_wins) AS u(s, w)
+            ORDER BY u.s COLLATE "C", u.w
+            ON CONFLICT (scope, win, model) DO UPDATE SET spent = t.spent + excluded.spent;
+    END IF;
+END
+$fn$;
+""",
+    # 4: idempotent charges. A charge id is kept with its amount and scopes for the
+    # retention of holds; a retry under it records nothing.
+    r"""
+CREATE TABLE charges (
+    id text PRIMARY KEY,
+    amount bigint NOT NULL,
+    scopes text[] NOT NULL,  -- distinct, sorted (COLLATE "C")
+    at double precision NOT NULL
+);
+CREATE INDEX charges_at ON charges (at);
+
+-- 1 when recorded, 0 when p_id was already charged with this amount on these scopes (a
+-- retry: nothing recorded), -1 when p_id was used for another charge.
+CREATE FUNCTION llmbudget_charge(
+    p_id text, p_scopes text[], p_wins bigint[], p_amount bigint, p_model text,
+    p_now double precision
+) RETURNS integer LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_scopes text[];
+    v_seen charges%ROWTYPE;
+BEGIN
+    v_scopes := ARRAY(SELECT DISTINCT u.s COLLATE "C" FROM unnest(p_scopes) AS u(s) ORDER BY 1);
+    -- A concurrent charge of the same id waits here on the primary key until the first
+    -- commits, then reads it as a retry.
+    INSERT INTO charges (id, amount, scopes, at) VALUES (p_id, p_amount, v_scopes, p_now)
+        ON CONFLICT (id) DO NOTHING;
+    IF NOT FOUND THEN
+        SELECT * INTO v_seen FROM charges WHERE id = p_id;
+        IF v_seen.amount = p_amount AND v_seen.scopes = v_scopes THEN
+            RETURN 0;
+        END IF;
+        RETURN -1;
+    END IF;
+    PERFORM llmbudget_record(p_scopes, p_wins, p_amount, p_model);
+    RETURN 1;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION llmbudget_purge(p_now double precision, p_cutoff double precision)
+RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_removed bigint;
+BEGIN
+    -- SKIP LOCKED: a row being ended by a settle or release right now is theirs to delete,
+    -- and waiting for rows in arbitrary order could deadlock with them.
+    DELETE FROM active_holds WHERE ctid = ANY (ARRAY(
+        SELECT ctid FROM active_holds WHERE expires_at <= p_now FOR UPDATE SKIP LOCKED));
+    WITH gone AS (
+        DELETE FROM holds WHERE id IN (
+            SELECT id FROM holds WHERE expires_at <= p_cutoff FOR UPDATE SKIP LOCKED)
+        RETURNING 1)
+    SELECT count(*) INTO v_removed FROM gone;
+    DELETE FROM charges WHERE id IN (
+        SELECT id FROM charges WHERE at <= p_cutoff FOR UPDATE SKIP LOCKED);
+    RETURN v_removed;
+END
+$fn$;
+""",
 )
 
 _BUDGET_COLUMNS = "scope, limit_units, duration, timezone, rolling, created_at, updated_at"
@@ -376,7 +532,7 @@ def _migrate(schema: str) -> Plan[None]:
 def _reserve(
     hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float
 ) -> Plan[Refusal | None]:
-    validate_lines(lines, amount)
+    Checks.reserve(hold_id, lines, amount, expires_at, now)
     rows = yield _Query(
         "SELECT llmbudget_reserve(%s, %s::text[], %s::bigint[], %s::bigint[], "
         "%s::bigint, %s::float8, %s::float8)",
@@ -401,6 +557,7 @@ def _reserve(
 
 
 def _settle(hold_id: str, actual: int, model: str | None, now: float) -> Plan[SettleResult]:
+    Checks.settle(hold_id, actual, model, now)
     rows = yield _Query(
         "SELECT llmbudget_settle(%s, %s::bigint, %s::text)", (hold_id, actual, model)
     )
@@ -411,21 +568,36 @@ def _settle(hold_id: str, actual: int, model: str | None, now: float) -> Plan[Se
 
 
 def _release(hold_id: str, now: float) -> Plan[bool]:
+    Checks.release(hold_id, now)
     rows = yield _Query("SELECT llmbudget_release(%s)", (hold_id,))
     if rows[0][0] < 0:
         raise UnknownHoldError(hold_id)
     return bool(rows[0][0])
 
 
-def _charge(lines: Sequence[Line], amount: int, model: str | None, now: float) -> Plan[None]:
-    validate_lines(lines, amount)
-    yield _Query(
-        "SELECT llmbudget_record(%s::text[], %s::bigint[], %s::bigint, %s::text)",
-        ([line.scope for line in lines], [line.window for line in lines], amount, model),
+def _charge(
+    lines: Sequence[Line], amount: int, model: str | None, now: float, charge_id: str | None
+) -> Plan[bool]:
+    Checks.charge(lines, amount, model, now, charge_id)
+    scopes = [line.scope for line in lines]
+    wins = [line.window for line in lines]
+    if charge_id is None:
+        yield _Query(
+            "SELECT llmbudget_record(%s::text[], %s::bigint[], %s::bigint, %s::text)",
+            (scopes, wins, amount, model),
+        )
+        return True
+    rows = yield _Query(
+        "SELECT llmbudget_charge(%s, %s::text[], %s::bigint[], %s::bigint, %s::text, %s::float8)",
+        (charge_id, scopes, wins, amount, model, float(now)),
     )
+    if rows[0][0] < 0:
+        raise charge_conflict(charge_id)
+    return bool(rows[0][0])
 
 
 def _usage(scope: str, window: int, now: float) -> Plan[Usage]:
+    Checks.window(scope, window, now)
     # One statement, so spent, held and per-model spend come from one snapshot.
     rows = yield _Query(
         "SELECT"
@@ -441,10 +613,12 @@ def _usage(scope: str, window: int, now: float) -> Plan[Usage]:
 
 
 def _reset(scope: str, window: int) -> Plan[None]:
+    Checks.window(scope, window)
     yield _Query("SELECT llmbudget_reset(%s, %s::bigint)", (scope, window))
 
 
 def _history(scope: str, limit: int) -> Plan[list[tuple[int, int]]]:
+    Checks.history(scope, limit)
     rows = yield _Query(
         "SELECT win, spent FROM spend WHERE scope = %s AND recorded ORDER BY win DESC LIMIT %s",
         (scope, max(limit, 0)),
@@ -453,6 +627,7 @@ def _history(scope: str, limit: int) -> Plan[list[tuple[int, int]]]:
 
 
 def _purge(now: float, retention: float) -> Plan[int]:
+    Checks.purge(now, retention)
     rows = yield _Query(
         "SELECT llmbudget_purge(%s::float8, %s::float8)", (float(now), float(now - retention))
     )
@@ -473,6 +648,7 @@ def _budget(row: Sequence[Any]) -> BudgetRecord:
 
 
 def _put_budget(record: BudgetRecord) -> Plan[None]:
+    Checks.record(record)
     yield _Query(
         f"INSERT INTO budgets ({_BUDGET_COLUMNS}) VALUES (%s, %s::bigint, %s, %s, %s, %s, %s) "
         "ON CONFLICT (scope) DO UPDATE SET limit_units = excluded.limit_units, "
@@ -492,6 +668,7 @@ def _put_budget(record: BudgetRecord) -> Plan[None]:
 
 
 def _get_budgets(scopes: Sequence[str]) -> Plan[list[BudgetRecord | None]]:
+    Checks.scopes(scopes)
     if not scopes:
         return []
     rows = yield _Query(
@@ -502,6 +679,7 @@ def _get_budgets(scopes: Sequence[str]) -> Plan[list[BudgetRecord | None]]:
 
 
 def _list_budgets(prefix: str) -> Plan[list[BudgetRecord]]:
+    Checks.name(prefix, "prefix", allow_empty=True)
     # starts_with rather than LIKE, so '%' and '_' in a prefix need no escaping; the
     # range condition lets the (COLLATE "C") primary key serve the scan and the order.
     rows = yield _Query(
@@ -513,6 +691,7 @@ def _list_budgets(prefix: str) -> Plan[list[BudgetRecord]]:
 
 
 def _delete_budget(scope: str) -> Plan[bool]:
+    Checks.name(scope, "scope")
     rows = yield _Query("DELETE FROM budgets WHERE scope = %s RETURNING 1", (scope,))
     return bool(rows)
 
@@ -527,6 +706,7 @@ def _loads(text: str) -> dict[str, Any]:
 
 
 def _put_doc(kind: str, key: str, data: Mapping[str, Any]) -> Plan[None]:
+    Checks.doc(kind, key, data)
     yield _Query(
         "INSERT INTO docs (kind, key, data) VALUES (%s, %s, %s) "
         "ON CONFLICT (kind, key) DO UPDATE SET data = excluded.data",
@@ -535,6 +715,7 @@ def _put_doc(kind: str, key: str, data: Mapping[str, Any]) -> Plan[None]:
 
 
 def _create_doc(kind: str, key: str, data: Mapping[str, Any]) -> Plan[bool]:
+    Checks.doc(kind, key, data)
     rows = yield _Query(
         "INSERT INTO docs (kind, key, data) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
         (kind, key, _dumps(data)),
@@ -543,11 +724,13 @@ def _create_doc(kind: str, key: str, data: Mapping[str, Any]) -> Plan[bool]:
 
 
 def _get_doc(kind: str, key: str) -> Plan[dict[str, Any] | None]:
+    Checks.doc(kind, key)
     rows = yield _Query("SELECT data FROM docs WHERE kind = %s AND key = %s", (kind, key))
     return _loads(rows[0][0]) if rows else None
 
 
 def _list_docs(kind: str, prefix: str) -> Plan[list[tuple[str, dict[str, Any]]]]:
+    Checks.list_docs(kind, prefix)
     rows = yield _Query(
         "SELECT key, data FROM docs WHERE kind = %(k)s AND key >= %(p)s "
         "AND starts_with(key, %(p)s) ORDER BY key",
@@ -557,11 +740,13 @@ def _list_docs(kind: str, prefix: str) -> Plan[list[tuple[str, dict[str, Any]]]]
 
 
 def _delete_doc(kind: str, key: str) -> Plan[bool]:
+    Checks.doc(kind, key)
     rows = yield _Query("DELETE FROM docs WHERE kind = %s AND key = %s RETURNING 1", (kind, key))
     return bool(rows)
 
 
 def _append_log(kind: str, at: float, data: Mapping[str, Any]) -> Plan[None]:
+    Checks.log(kind, at, data)
     yield _Query(
         "INSERT INTO logs (kind, at, data) VALUES (%s, %s::float8, %s)",
         (kind, float(at), _dumps(data)),
@@ -569,6 +754,7 @@ def _append_log(kind: str, at: float, data: Mapping[str, Any]) -> Plan[None]:
 
 
 def _read_log(kind: str, since: float, until: float, limit: int) -> Plan[list[LogEntry]]:
+    Checks.read_log(kind, since, until, limit)
     rows = yield _Query(
         "SELECT at, data FROM logs WHERE kind = %s AND at >= %s::float8 AND at < %s::float8 "
         "ORDER BY at DESC, id DESC LIMIT %s",
@@ -609,9 +795,9 @@ class _Config:
             raise InvalidInputError(
                 "need 0 <= pool_min <= pool_max, pool_max >= 1, pool_timeout > 0"
             )
-        # Bounded failure when the server or network is gone: connect within 3 s, and let
+        # Bounded failure when the server or network is gone: connect within 2 s, and let
         # TCP give up on a silent peer (keepalives while waiting, user timeout while sending).
-        query.setdefault("connect_timeout", "3")
+        query.setdefault("connect_timeout", "2")
         query.setdefault("keepalives", "1")
         query.setdefault("keepalives_idle", "5")
         query.setdefault("keepalives_interval", "2")
@@ -643,19 +829,33 @@ class _Config:
         return sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema))
 
 
-def _translate(exc: BaseException, where: str) -> StoreError:
+_OVERFLOW = "llmbudget counter overflow: "
+
+
+def _one_line(exc: BaseException) -> str:
+    # libpq's messages span lines ("...failed: Connection refused\n\tIs the server
+    # running..."): one line, so a log or a terminal shows the reason once, whole.
+    return " ".join(str(exc).split())
+
+
+def _translate(exc: BaseException, where: str) -> LLMBudgetError:
+    if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
+        # Raised by the functions before any change (migration 3): a refusal, not a failure.
+        message = exc.diag.message_primary or ""
+        scope = message[len(_OVERFLOW) :] if message.startswith(_OVERFLOW) else None
+        return CounterOverflowError(scope)
     if isinstance(exc, PoolClosed):
         return StoreError(f"PostgreSQL store {where} is closed")
     if isinstance(exc, PoolTimeout):
-        return StoreUnavailableError(f"PostgreSQL store {where}: no connection: {exc}")
+        return StoreUnavailableError(f"PostgreSQL store {where}: no connection: {_one_line(exc)}")
     if isinstance(exc, psycopg.OperationalError):
         state = exc.sqlstate
         # No SQLSTATE: the client lost or never had the connection. 08: connection
         # exception, 53: insufficient resources, 57: operator intervention (shutdown,
         # cancel), 58: system error. Others (deadlock, serialization) are store errors.
         if state is None or state[:2] in ("08", "53", "57", "58"):
-            return StoreUnavailableError(f"PostgreSQL store {where}: {exc}")
-    return StoreError(f"PostgreSQL store {where}: {exc}")
+            return StoreUnavailableError(f"PostgreSQL store {where}: {_one_line(exc)}")
+    return StoreError(f"PostgreSQL store {where}: {_one_line(exc)}")
 
 
 def _readable(fd: int) -> bool:
@@ -689,6 +889,28 @@ def _rows(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
     return cursor.description is not None
 
 
+def _drive(conn: psycopg.Connection[Any], plan: Plan[T], query: _Query) -> T:
+    """Run ``plan`` on ``conn`` from its first ``query``: each result is sent back in."""
+    while True:
+        cursor = conn.execute(query.sql, query.params)
+        rows = cursor.fetchall() if _rows(cursor) else []
+        try:
+            query = plan.send(rows)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+async def _adrive(conn: psycopg.AsyncConnection[Any], plan: Plan[T], query: _Query) -> T:
+    """:func:`_drive` for an asyncio connection."""
+    while True:
+        cursor = await conn.execute(query.sql, query.params)
+        rows = await cursor.fetchall() if _rows(cursor) else []
+        try:
+            query = plan.send(rows)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
 # -- the shells: they only execute what the plans yield -----------------------------------
 
 
@@ -718,8 +940,16 @@ class PostgresStore(Store):
             config.conninfo, configure=configure, **config.pool_args()
         )
         try:
+            # One direct connection first, which also migrates: a bad URL (unknown host,
+            # refused port, missing database) fails at once with libpq's reason, in one
+            # line, instead of the pool retrying (and logging each attempt) until
+            # pool_timeout.
+            plan = _migrate(config.schema)
+            with psycopg.connect(config.conninfo, autocommit=True) as conn:
+                conn.execute(config.search_path())
+                with conn.transaction():
+                    _drive(conn, plan, next(plan))
             self._pool.open(wait=True, timeout=config.pool_timeout)
-            self._run(_migrate(config.schema), transaction=True)
         except BaseException as exc:
             self._pool.close()
             if isinstance(exc, psycopg.Error):
@@ -757,13 +987,7 @@ class PostgresStore(Store):
                 self._connection() as conn,
                 conn.transaction() if transaction else nullcontext(),
             ):
-                while True:
-                    cursor = conn.execute(query.sql, query.params)
-                    rows = cursor.fetchall() if _rows(cursor) else []
-                    try:
-                        query = plan.send(rows)
-                    except StopIteration as done:
-                        return done.value  # type: ignore[no-any-return]
+                return _drive(conn, plan, query)
         except psycopg.Error as exc:
             raise _translate(exc, self._config.where) from exc
 
@@ -778,8 +1002,15 @@ class PostgresStore(Store):
     def release(self, hold_id: str, now: float) -> bool:
         return self._run(_release(hold_id, now))
 
-    def charge(self, lines: Sequence[Line], amount: int, model: str | None, now: float) -> None:
-        self._run(_charge(lines, amount, model, now))
+    def charge(
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> bool:
+        return self._run(_charge(lines, amount, model, now, charge_id))
 
     def usage(self, scope: str, window: int, now: float) -> Usage:
         return self._run(_usage(scope, window, now))
@@ -874,11 +1105,18 @@ class AsyncPostgresStore:
             self._opening = asyncio.Lock()
         async with self._opening:
             if not self._ready:
+                config = self._config
+                plan = _migrate(config.schema)
                 try:
-                    await self._pool.open(wait=True, timeout=self._config.pool_timeout)
+                    # As in PostgresStore: one direct connection first (fast, clear errors).
+                    conn = await psycopg.AsyncConnection.connect(config.conninfo, autocommit=True)
+                    async with conn:
+                        await conn.execute(config.search_path())
+                        async with conn.transaction():
+                            await _adrive(conn, plan, next(plan))
+                    await self._pool.open(wait=True, timeout=config.pool_timeout)
                 except psycopg.Error as exc:
-                    raise _translate(exc, self._config.where) from exc
-                await self._execute(_migrate(self._config.schema), transaction=True)
+                    raise _translate(exc, config.where) from exc
                 self._ready = True
         return self
 
@@ -908,13 +1146,7 @@ class AsyncPostgresStore:
                 self._connection() as conn,
                 conn.transaction() if transaction else nullcontext(),
             ):
-                while True:
-                    cursor = await conn.execute(query.sql, query.params)
-                    rows = await cursor.fetchall() if _rows(cursor) else []
-                    try:
-                        query = plan.send(rows)
-                    except StopIteration as done:
-                        return done.value  # type: ignore[no-any-return]
+                return await _adrive(conn, plan, query)
         except psycopg.Error as exc:
             raise _translate(exc, self._config.where) from exc
 
@@ -932,9 +1164,14 @@ class AsyncPostgresStore:
         return await self._run(_release(hold_id, now))
 
     async def charge(
-        self, lines: Sequence[Line], amount: int, model: str | None, now: float
-    ) -> None:
-        await self._run(_charge(lines, amount, model, now))
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> bool:
+        return await self._run(_charge(lines, amount, model, now, charge_id))
 
     async def usage(self, scope: str, window: int, now: float) -> Usage:
         return await self._run(_usage(scope, window, now))

@@ -16,6 +16,8 @@ Key layout (``P`` is ``{name}:``, ``name`` from ``?prefix=``, default ``llmbudge
     P spent:<scope>             HASH  window -> spent
     P wins:<scope>              ZSET  windows with recorded spend (history order)
     P model:<win>:<scope>       HASH  model -> spent
+    P charge:<id>               STR   amount and scopes of a charge made under an id
+    P charges                   ZSET  charge id -> when it was recorded (for purge)
     P budgets                   HASH  scope -> JSON budget record
     P budget-index              ZSET  scopes, all score 0 (prefix listing by ZRANGEBYLEX)
     P docs:<kind>               HASH  key -> JSON document
@@ -46,16 +48,23 @@ from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from llmbudget.errors import InvalidInputError, StoreError, StoreUnavailableError, UnknownHoldError
+from llmbudget.errors import (
+    CounterOverflowError,
+    InvalidInputError,
+    StoreError,
+    StoreUnavailableError,
+    UnknownHoldError,
+)
 from llmbudget.stores.base import (
     BudgetRecord,
+    Checks,
     Line,
     LogEntry,
     Refusal,
     SettleResult,
     Store,
     Usage,
-    validate_lines,
+    charge_conflict,
 )
 
 __all__ = ["AsyncRedisStore", "RedisStore"]
@@ -159,6 +168,16 @@ def _json(raw: Any) -> dict[str, Any]:
     return data
 
 
+def _check_overflow(reply: Any, lines: Sequence[Line] | None) -> None:
+    """Raise for a script's ``{-2, index}``: a counter would have passed int64 (the script
+    changed nothing)."""
+    if isinstance(reply, list) and len(reply) == 2 and int(reply[0]) == -2:
+        line = None if lines is None else lines[int(reply[1])]
+        raise CounterOverflowError(
+            None if line is None else line.scope, None if line is None else line.window
+        )
+
+
 def _score(value: float) -> str:
     # repr round-trips a float exactly; Redis parses it back to the same double.
     return repr(float(value))
@@ -192,6 +211,13 @@ class _Ops:
     def k_heldsum(self, scope: str, window: int) -> str:
         return f"{self.p}heldsum:{window}:{scope}"
 
+    def k_charge(self, charge_id: str) -> str:
+        return f"{self.p}charge:{charge_id}"
+
+    @property
+    def k_charges(self) -> str:
+        return f"{self.p}charges"
+
     @property
     def k_holds(self) -> str:
         return f"{self.p}holds"
@@ -213,7 +239,7 @@ class _Ops:
     def reserve(
         self, hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float
     ) -> Plan[Refusal | None]:
-        validate_lines(lines, amount)
+        Checks.reserve(hold_id, lines, amount, expires_at, now)
         keys = [self.k_hold(hold_id), self.k_holds, self.k_active]
         args: list[str | bytes | int] = [self.p, hold_id, amount, _score(expires_at), _score(now)]
         for line in lines:
@@ -226,6 +252,7 @@ class _Ops:
         reply = yield _Eval(SCRIPTS["reserve"], tuple(keys), tuple(args))
         if not reply:
             return None
+        _check_overflow(reply, lines)
         if len(reply) == 1:  # {-1}: the id is taken by an ended or different hold
             raise InvalidInputError(
                 f"hold id {hold_id!r} was already used for a different or finished reservation"
@@ -241,24 +268,35 @@ class _Ops:
     def settle(
         self, hold_id: str, actual: int, model: str | None, now: float
     ) -> Plan[SettleResult]:
+        Checks.settle(hold_id, actual, model, now)
         args = (self.p, hold_id, actual, "0" if model is None else "1", model or "")
         reply = yield _Eval(SCRIPTS["settle"], self._hold_keys(hold_id), args)
         if not reply:
             raise UnknownHoldError(hold_id)
+        _check_overflow(reply, None)
         return SettleResult(int(reply[0]), already=bool(int(reply[1])))
 
     def release(self, hold_id: str, now: float) -> Plan[bool]:
+        Checks.release(hold_id, now)
         reply = yield _Eval(SCRIPTS["release"], self._hold_keys(hold_id), (self.p, hold_id))
         if int(reply) < 0:
             raise UnknownHoldError(hold_id)
         return bool(int(reply))
 
     def charge(
-        self, lines: Sequence[Line], amount: int, model: str | None, now: float
-    ) -> Plan[None]:
-        validate_lines(lines, amount)
-        keys: list[str] = []
-        args: list[str | bytes | int] = [self.p, amount, "0" if model is None else "1", model or ""]
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> Plan[bool]:
+        Checks.charge(lines, amount, model, now, charge_id)
+        keys: list[str] = [self.k_charge(charge_id or ""), self.k_charges]
+        args: list[str | bytes | int] = [
+            self.p, amount, "0" if model is None else "1", model or "", charge_id or "",
+            _score(now),
+        ]  # fmt: skip
         for line in lines:
             keys += [
                 self.k_spent(line.scope),
@@ -266,9 +304,15 @@ class _Ops:
                 self.k_model(line.scope, line.window),
             ]
             args += [line.scope, line.window]
-        yield _Eval(SCRIPTS["charge"], tuple(keys), tuple(args))
+        reply = yield _Eval(SCRIPTS["charge"], tuple(keys), tuple(args))
+        _check_overflow(reply, lines)
+        if isinstance(reply, list):  # {-1}: the id was used for another charge
+            assert charge_id is not None
+            raise charge_conflict(charge_id)
+        return bool(int(reply))
 
     def usage(self, scope: str, window: int, now: float) -> Plan[Usage]:
+        Checks.window(scope, window, now)
         keys = (
             self.k_spent(scope),
             self.k_held(scope, window),
@@ -281,10 +325,12 @@ class _Ops:
         return Usage(int(spent), int(heldsum) - int(expired), by_model)
 
     def reset(self, scope: str, window: int) -> Plan[None]:
+        Checks.window(scope, window)
         keys = (self.k_spent(scope), self.k_wins(scope), self.k_model(scope, window))
         yield _Eval(SCRIPTS["reset"], keys, (self.p, scope, window))
 
     def history(self, scope: str, limit: int) -> Plan[list[tuple[int, int]]]:
+        Checks.history(scope, limit)
         if limit <= 0:
             return []
         keys = (self.k_wins(scope), self.k_spent(scope))
@@ -292,13 +338,14 @@ class _Ops:
         return [(int(w), int(s or 0)) for w, s in zip(wins, spent, strict=True)]
 
     def purge(self, now: float, retention: float) -> Plan[int]:
+        Checks.purge(now, retention)
         removed_total = 0
-        keys = (self.k_active, self.k_holds)
+        keys = (self.k_active, self.k_holds, self.k_charges)
         args = (self.p, _score(now), _score(now - retention), PURGE_BATCH)
         while True:
-            pruned, removed = yield _Eval(SCRIPTS["purge"], keys, args)
+            pruned, removed, charges = yield _Eval(SCRIPTS["purge"], keys, args)
             removed_total += int(removed)
-            if int(pruned) < PURGE_BATCH and int(removed) < PURGE_BATCH:
+            if max(int(pruned), int(removed), int(charges)) < PURGE_BATCH:
                 return removed_total
 
     # -- budget definitions and documents: records by name with a listing index -------
@@ -337,47 +384,58 @@ class _Ops:
         return bool(int(reply))
 
     def put_budget(self, record: BudgetRecord) -> Plan[None]:
+        Checks.record(record)
         return self._put(self._budget_keys, record.scope, _encode_budget(record))
 
     def get_budgets(self, scopes: Sequence[str]) -> Plan[list[BudgetRecord | None]]:
+        Checks.scopes(scopes)
         raw = yield from self._get(self._budget_keys, scopes)
         return [
             None if r is None else _decode_budget(s, r) for s, r in zip(scopes, raw, strict=True)
         ]
 
     def list_budgets(self, prefix: str) -> Plan[list[BudgetRecord]]:
+        Checks.name(prefix, "prefix", allow_empty=True)
         rows = yield from self._list(self._budget_keys, prefix)
         return [_decode_budget(scope, raw) for scope, raw in rows]
 
     def delete_budget(self, scope: str) -> Plan[bool]:
+        Checks.name(scope, "scope")
         return self._delete(self._budget_keys, scope)
 
     def put_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> Plan[None]:
+        Checks.doc(kind, key, data)
         return self._put(self._doc_keys(kind), key, json.dumps(dict(data)))
 
     def create_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> Plan[bool]:
+        Checks.doc(kind, key, data)
         args = (self.p, key, json.dumps(dict(data)))
         reply = yield _Eval(SCRIPTS["hash_create"], self._doc_keys(kind), args)
         return bool(int(reply))
 
     def get_doc(self, kind: str, key: str) -> Plan[dict[str, Any] | None]:
+        Checks.doc(kind, key)
         (raw,) = yield from self._get(self._doc_keys(kind), [key])
         return None if raw is None else _json(raw)
 
     def list_docs(self, kind: str, prefix: str) -> Plan[list[tuple[str, dict[str, Any]]]]:
+        Checks.list_docs(kind, prefix)
         rows = yield from self._list(self._doc_keys(kind), prefix)
         return [(key, _json(raw)) for key, raw in rows]
 
     def delete_doc(self, kind: str, key: str) -> Plan[bool]:
+        Checks.doc(kind, key)
         return self._delete(self._doc_keys(kind), key)
 
     # -- logs ------------------------------------------------------------------------
 
     def append_log(self, kind: str, at: float, data: Mapping[str, Any]) -> Plan[None]:
+        Checks.log(kind, at, data)
         keys = (f"{self.p}log:{kind}", f"{self.p}log-seq:{kind}")
         yield _Eval(SCRIPTS["log_append"], keys, (self.p, _score(at), json.dumps(dict(data))))
 
     def read_log(self, kind: str, since: float, until: float, limit: int) -> Plan[list[LogEntry]]:
+        Checks.read_log(kind, since, until, limit)
         if limit <= 0:
             return []
         args = (self.p, "(" + _score(until), _score(since), limit)
@@ -581,8 +639,15 @@ class RedisStore(_Shell, Store):
     def release(self, hold_id: str, now: float) -> bool:
         return self._run(self._ops.release(hold_id, now))
 
-    def charge(self, lines: Sequence[Line], amount: int, model: str | None, now: float) -> None:
-        self._run(self._ops.charge(lines, amount, model, now))
+    def charge(
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> bool:
+        return self._run(self._ops.charge(lines, amount, model, now, charge_id))
 
     def usage(self, scope: str, window: int, now: float) -> Usage:
         return self._run(self._ops.usage(scope, window, now))
@@ -686,9 +751,14 @@ class AsyncRedisStore(_Shell):
         return await self._run(self._ops.release(hold_id, now))
 
     async def charge(
-        self, lines: Sequence[Line], amount: int, model: str | None, now: float
-    ) -> None:
-        await self._run(self._ops.charge(lines, amount, model, now))
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> bool:
+        return await self._run(self._ops.charge(lines, amount, model, now, charge_id))
 
     async def usage(self, scope: str, window: int, now: float) -> Usage:
         return await self._run(self._ops.usage(scope, window, now))

@@ -5,6 +5,10 @@ and every write in a ``BEGIN IMMEDIATE`` transaction, which takes SQLite's singl
 lock before reading, so a check and the write that follows it can never interleave with
 another writer's. ``busy_timeout`` makes waiting writers queue instead of failing.
 
+The database file is created at the first write, not on open or read: reading a store
+whose file does not exist answers "nothing" (no budgets, no spend), so
+``BudgetManager("p").get_users()`` in an empty directory leaves no ``llmbudget.db`` behind.
+
 Durability: ``synchronous=NORMAL`` in WAL mode loses nothing when the *process* is
 killed (kill -9): a committed transaction is in the WAL file, which the next open
 replays. Only an OS crash or power cut can lose the last transactions; pass
@@ -17,6 +21,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,12 +30,15 @@ from typing import Any, TypeVar
 from llmbudget.errors import InvalidInputError, StoreError, StoreUnavailableError, UnknownHoldError
 from llmbudget.stores.base import (
     BudgetRecord,
+    Checks,
     Line,
     LogEntry,
     Refusal,
     SettleResult,
     Store,
     Usage,
+    charge_conflict,
+    check_counter,
 )
 
 __all__ = ["SQLiteStore"]
@@ -67,6 +75,12 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE logs (
         id INTEGER PRIMARY KEY, kind TEXT NOT NULL, at REAL NOT NULL, data TEXT NOT NULL);
     CREATE INDEX logs_kind_at ON logs (kind, at);
+    """,
+    """
+    CREATE TABLE charges (
+        id TEXT PRIMARY KEY, amount INTEGER NOT NULL, scopes TEXT NOT NULL,
+        at REAL NOT NULL) WITHOUT ROWID;
+    CREATE INDEX charges_at ON charges (at);
     """,
 )
 
@@ -120,7 +134,10 @@ class SQLiteStore(Store):
         directory = os.path.dirname(os.path.abspath(path))
         if path != ":memory:" and not os.path.isdir(directory):
             raise StoreUnavailableError(f"directory of SQLite database {path!r} does not exist")
-        self._guard(self._migrate)
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        if path == ":memory:" or os.path.exists(path):
+            self._guard(self._ensure)
 
     # -- connections -----------------------------------------------------------------
 
@@ -134,7 +151,7 @@ class SQLiteStore(Store):
         conn = sqlite3.connect(
             self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA journal_mode=WAL")
+        self._use_wal(conn)
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
         owned = _Owned(conn)
@@ -142,6 +159,23 @@ class SQLiteStore(Store):
         with self._all_lock:
             self._all.add(owned)
         return conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL (persistent once set). While another process is creating the
+        same new database file, the switch can fail at once with "database is locked",
+        without waiting in the busy handler: try again for up to the store's timeout."""
+        deadline = time.monotonic() + self._timeout
+        pause = 0.005
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
 
     def _guard(self, fn: Callable[[], T]) -> T:
         """Run ``fn``, translating driver errors at the store boundary."""
@@ -155,8 +189,34 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path!r}: {exc}") from exc
 
+    def _ensure(self) -> None:
+        """Create the database (file and schema) unless this store already has."""
+        if self._ready:
+            return
+        with self._ready_lock:
+            if not self._ready:
+                self._migrate()
+                self._ready = True
+
+    def _absent(self) -> bool:
+        """``True`` while there is no database: reads answer "nothing" without creating
+        the file, which only the first write does (so a read in an empty directory
+        leaves no ``llmbudget.db`` behind)."""
+        if self._ready:
+            return False
+        if not os.path.exists(self.path):
+            return True
+        self._guard(self._ensure)  # created by another store or process since
+        return False
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        self._ensure()
+        with self._transaction() as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         # Writers of this process queue on a mutex first: SQLite's own busy handler sleeps
         # in steps of up to 100 ms, which under thread contention turns into long tail
         # latency. Other processes still meet at SQLite's lock (busy_timeout).
@@ -178,7 +238,7 @@ class SQLiteStore(Store):
         return self._writer_lock
 
     def _migrate(self) -> None:
-        with self._write() as conn:
+        with self._transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
                 for statement in script.split(";"):
@@ -198,6 +258,8 @@ class SQLiteStore(Store):
     def reserve(
         self, hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float
     ) -> Refusal | None:
+        Checks.reserve(hold_id, lines, amount, expires_at, now)
+
         def run() -> Refusal | None:
             with self._write() as conn:
                 existing = conn.execute(
@@ -218,12 +280,12 @@ class SQLiteStore(Store):
                         )
                     return None
                 for index, line in enumerate(lines):
-                    if line.limit is None:
-                        continue
                     row = conn.execute(_SPENT, (line.scope, line.window)).fetchone()
                     spent = row[0] if row else 0
                     held = conn.execute(_HELD, (line.scope, line.window, now)).fetchone()[0]
-                    if spent + held + amount > line.limit:
+                    # Also for lines without a limit: SUM() of the holds must stay int64.
+                    check_counter(line.scope, line.window, spent + held, amount)
+                    if line.limit is not None and spent + held + amount > line.limit:
                         return Refusal(index, spent, held)
                 keys = [[line.scope, line.window] for line in lines]
                 conn.execute(
@@ -248,6 +310,10 @@ class SQLiteStore(Store):
         return keys
 
     def settle(self, hold_id: str, actual: int, model: str | None, now: float) -> SettleResult:
+        Checks.settle(hold_id, actual, model, now)
+        if self._absent():
+            raise UnknownHoldError(hold_id)
+
         def run() -> SettleResult:
             with self._write() as conn:
                 row = conn.execute(
@@ -269,6 +335,10 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def release(self, hold_id: str, now: float) -> bool:
+        Checks.release(hold_id, now)
+        if self._absent():
+            raise UnknownHoldError(hold_id)
+
         def run() -> bool:
             with self._write() as conn:
                 row = conn.execute(
@@ -284,14 +354,42 @@ class SQLiteStore(Store):
 
         return self._guard(run)
 
-    def charge(self, lines: Sequence[Line], amount: int, model: str | None, now: float) -> None:
-        def run() -> None:
-            with self._write() as conn:
-                _record(conn, [[line.scope, line.window] for line in lines], amount, model)
+    def charge(
+        self,
+        lines: Sequence[Line],
+        amount: int,
+        model: str | None,
+        now: float,
+        charge_id: str | None = None,
+    ) -> bool:
+        Checks.charge(lines, amount, model, now, charge_id)
+        scopes = json.dumps(sorted({line.scope for line in lines}))
 
-        self._guard(run)
+        def run() -> bool:
+            with self._write() as conn:
+                if charge_id is not None:
+                    seen = conn.execute(
+                        "SELECT amount, scopes FROM charges WHERE id = ?", (charge_id,)
+                    ).fetchone()
+                    if seen is not None:
+                        if tuple(seen) != (amount, scopes):
+                            raise charge_conflict(charge_id)
+                        return False
+                _record(conn, [[line.scope, line.window] for line in lines], amount, model)
+                if charge_id is not None:
+                    conn.execute(
+                        "INSERT INTO charges (id, amount, scopes, at) VALUES (?, ?, ?, ?)",
+                        (charge_id, amount, scopes, now),
+                    )
+                return True
+
+        return self._guard(run)
 
     def usage(self, scope: str, window: int, now: float) -> Usage:
+        Checks.window(scope, window, now)
+        if self._absent():
+            return Usage()
+
         def run() -> Usage:
             conn = self._conn()
             # One read transaction, so spent, held and per-model agree with each other.
@@ -310,6 +408,10 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def reset(self, scope: str, window: int) -> None:
+        Checks.window(scope, window)
+        if self._absent():
+            return
+
         def run() -> None:
             with self._write() as conn:
                 conn.execute("DELETE FROM spend WHERE scope = ? AND window = ?", (scope, window))
@@ -320,6 +422,10 @@ class SQLiteStore(Store):
         self._guard(run)
 
     def history(self, scope: str, limit: int = 100) -> list[tuple[int, int]]:
+        Checks.history(scope, limit)
+        if self._absent():
+            return []
+
         def run() -> list[tuple[int, int]]:
             rows = self._conn().execute(
                 "SELECT window, spent FROM spend WHERE scope = ? ORDER BY window DESC LIMIT ?",
@@ -330,11 +436,16 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def purge(self, now: float, retention: float) -> int:
+        Checks.purge(now, retention)
+        if self._absent():
+            return 0
+
         def run() -> int:
             with self._write() as conn:
                 # Expired holds stop counting at once; their rows are only kept for late settles.
                 conn.execute("DELETE FROM active_holds WHERE expires_at <= ?", (now,))
                 cursor = conn.execute("DELETE FROM holds WHERE expires_at <= ?", (now - retention,))
+                conn.execute("DELETE FROM charges WHERE at <= ?", (now - retention,))
                 return cursor.rowcount
 
         return self._guard(run)
@@ -342,6 +453,8 @@ class SQLiteStore(Store):
     # -- budget definitions ----------------------------------------------------------
 
     def put_budget(self, record: BudgetRecord) -> None:
+        Checks.record(record)
+
         def run() -> None:
             with self._write() as conn:
                 conn.execute(
@@ -361,6 +474,10 @@ class SQLiteStore(Store):
         self._guard(run)
 
     def get_budgets(self, scopes: Sequence[str]) -> list[BudgetRecord | None]:
+        Checks.scopes(scopes)
+        if self._absent():
+            return [None] * len(scopes)
+
         def run() -> list[BudgetRecord | None]:
             if not scopes:
                 return []
@@ -374,6 +491,10 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def list_budgets(self, prefix: str) -> list[BudgetRecord]:
+        Checks.name(prefix, "prefix", allow_empty=True)
+        if self._absent():
+            return []
+
         def run() -> list[BudgetRecord]:
             # A range scan rather than LIKE, so '%' and '_' in scopes need no escaping.
             rows = self._conn().execute(
@@ -386,6 +507,10 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def delete_budget(self, scope: str) -> bool:
+        Checks.name(scope, "scope")
+        if self._absent():
+            return False
+
         def run() -> bool:
             with self._write() as conn:
                 return conn.execute("DELETE FROM budgets WHERE scope = ?", (scope,)).rowcount > 0
@@ -395,6 +520,7 @@ class SQLiteStore(Store):
     # -- documents and logs -----------------------------------------------------------
 
     def put_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> None:
+        Checks.doc(kind, key, data)
         text = json.dumps(dict(data))
 
         def run() -> None:
@@ -407,6 +533,7 @@ class SQLiteStore(Store):
         self._guard(run)
 
     def create_doc(self, kind: str, key: str, data: Mapping[str, Any]) -> bool:
+        Checks.doc(kind, key, data)
         text = json.dumps(dict(data))
 
         def run() -> bool:
@@ -420,6 +547,10 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def get_doc(self, kind: str, key: str) -> dict[str, Any] | None:
+        Checks.doc(kind, key)
+        if self._absent():
+            return None
+
         def run() -> dict[str, Any] | None:
             row = (
                 self._conn()
@@ -431,6 +562,10 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def list_docs(self, kind: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        Checks.list_docs(kind, prefix)
+        if self._absent():
+            return []
+
         def run() -> list[tuple[str, dict[str, Any]]]:
             rows = self._conn().execute(
                 "SELECT key, data FROM docs WHERE kind = ? AND key >= ? AND key < ? ORDER BY key",
@@ -441,6 +576,10 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def delete_doc(self, kind: str, key: str) -> bool:
+        Checks.doc(kind, key)
+        if self._absent():
+            return False
+
         def run() -> bool:
             with self._write() as conn:
                 cursor = conn.execute("DELETE FROM docs WHERE kind = ? AND key = ?", (kind, key))
@@ -449,6 +588,7 @@ class SQLiteStore(Store):
         return self._guard(run)
 
     def append_log(self, kind: str, at: float, data: Mapping[str, Any]) -> None:
+        Checks.log(kind, at, data)
         text = json.dumps(dict(data))
 
         def run() -> None:
@@ -460,6 +600,10 @@ class SQLiteStore(Store):
     def read_log(
         self, kind: str, since: float = 0.0, until: float = float("inf"), limit: int = 100
     ) -> list[LogEntry]:
+        Checks.read_log(kind, since, until, limit)
+        if self._absent():
+            return []
+
         def run() -> list[LogEntry]:
             rows = self._conn().execute(
                 "SELECT at, data FROM logs WHERE kind = ? AND at >= ? AND at < ? "
@@ -472,8 +616,14 @@ class SQLiteStore(Store):
 
 
 def _record(
-    conn: sqlite3.Connection, keys: Sequence[Sequence[object]], amount: int, model: str | None
+    conn: sqlite3.Connection, keys: Sequence[Sequence[Any]], amount: int, model: str | None
 ) -> None:
+    # Checked first, inside the write transaction: past int64 SQLite would silently turn
+    # the column REAL (and lose every later nano-dollar), so refuse before any change.
+    # Per-model spend never exceeds the total of its window, so the total is the bound.
+    for scope, window in keys:
+        row = conn.execute(_SPENT, (scope, window)).fetchone()
+        check_counter(scope, window, row[0] if row else 0, amount)
     conn.executemany(_ADD_SPEND, [(s, w, amount) for s, w in keys])
     if model is not None:
         conn.executemany(_ADD_MODEL_SPEND, [(s, w, model, amount) for s, w in keys])

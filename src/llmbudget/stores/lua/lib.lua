@@ -16,7 +16,9 @@ local function k_wins(scope) return P .. 'wins:' .. scope end
 local function k_model(scope, win) return P .. 'model:' .. win .. ':' .. scope end
 local function k_held(scope, win) return P .. 'held:' .. win .. ':' .. scope end
 local function k_heldsum(scope, win) return P .. 'heldsum:' .. win .. ':' .. scope end
+local function k_charge(id) return P .. 'charge:' .. id end
 local K_HOLDS = P .. 'holds'
+local K_CHARGES = P .. 'charges'
 local K_ACTIVE = P .. 'active'
 
 local function big_add(a, b)
@@ -50,6 +52,11 @@ local function big_cmp(a, b)
     end
     return 0
 end
+
+-- The largest value INCRBY/HINCRBY keep: an operation that would pass it is refused
+-- before its first write ({-2, line index}), since a script error would not undo them.
+local INT64_MAX = '9223372036854775807'
+local function fits(a, b) return big_cmp(big_add(a, b), INT64_MAX) <= 0 end
 
 -- Amount still recorded in heldsum for holds of a window that have expired at `now`
 -- but were not pruned yet (members are "amount:hold_id", scored by expires_at).

@@ -1,7 +1,7 @@
 -- purge: ARGV = prefix, now, cutoff (now - retention), batch.
 -- Prunes holds expired at `now` from their windows, forgets hold records that expired at or
 -- before `cutoff`, at most `batch` of each per call (a script blocks the server while it runs).
--- Returns {pruned, removed}.
+-- Also forgets charge ids recorded at or before `cutoff`. Returns {pruned, removed, charges}.
 local now, cutoff, batch = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local pruned = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', now, 'LIMIT', 0, batch)
 for _, id in ipairs(pruned) do
@@ -23,4 +23,9 @@ for _, id in ipairs(removed) do
     redis.call('DEL', hold)
     redis.call('ZREM', K_HOLDS, id)
 end
-return { #pruned, #removed }
+local charges = redis.call('ZRANGEBYSCORE', K_CHARGES, '-inf', cutoff, 'LIMIT', 0, batch)
+for _, id in ipairs(charges) do
+    redis.call('DEL', k_charge(id))
+    redis.call('ZREM', K_CHARGES, id)
+end
+return { #pruned, #removed, #charges }

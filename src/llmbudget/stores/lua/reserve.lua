@@ -1,7 +1,7 @@
 -- reserve: ARGV = prefix, hold_id, amount, expires_at, now, then per line: scope, window, limit ('' = none)
 -- Returns {} when held (or already held identically under this id), {-1} when the id is
--- taken by a hold that has ended or has another amount or other lines, else
--- {index, spent, heldsum, expired}.
+-- taken by a hold that has ended or has another amount or other lines, {-2, index} when
+-- line index's counters would pass int64, else {index, spent, heldsum, expired}.
 local id, amount, expires_at, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local hold = k_hold(id)
 local n = (#ARGV - 5) / 3
@@ -24,9 +24,12 @@ if h[1] then
 end
 for i = 1, n do
     local scope, win, limit = ARGV[3 + 3 * i], ARGV[4 + 3 * i], ARGV[5 + 3 * i]
+    local spent = redis.call('HGET', k_spent(scope), win) or '0'
+    local heldsum = redis.call('GET', k_heldsum(scope, win)) or '0'
+    -- Every line, limited or not: heldsum (expired holds not yet pruned included) and
+    -- spend must stay within int64.
+    if not fits(big_add(spent, heldsum), amount) then return { -2, i - 1 } end
     if limit ~= '' then
-        local spent = redis.call('HGET', k_spent(scope), win) or '0'
-        local heldsum = redis.call('GET', k_heldsum(scope, win)) or '0'
         local expired = expired_sum(scope, win, now)
         -- spent + (heldsum - expired) + amount > limit, without a subtraction
         if big_cmp(big_add(big_add(spent, heldsum), amount), big_add(limit, expired)) > 0 then

@@ -1,5 +1,6 @@
 -- settle: ARGV = prefix, hold_id, actual, has_model ('1'/'0'), model
--- Returns {} for an unknown hold, else {actual recorded, 1 if it replayed an earlier settle}.
+-- Returns {} for an unknown hold, {-2, index} when line index's spend would pass int64
+-- (nothing changed), else {actual recorded, 1 if it replayed an earlier settle}.
 local id, actual = ARGV[2], ARGV[3]
 local model = nil
 if ARGV[4] == '1' then model = ARGV[5] end
@@ -8,6 +9,11 @@ local h = redis.call('HMGET', hold, 's', 't', 'a', 'n')
 if not h[1] then return {} end
 if h[1] == 's' then return { h[2], 1 } end
 local lines = read_lines(hold, tonumber(h[4]))
+for i, line in ipairs(lines) do
+    if not fits(redis.call('HGET', k_spent(line[1]), line[2]) or '0', actual) then
+        return { -2, i - 1 }
+    end
+end
 if h[1] == 'h' then unhold(id, h[3], lines) end
 -- A released or expired hold still records: the money was spent.
 for _, line in ipairs(lines) do add_spend(line[1], line[2], actual, model) end
