@@ -49,6 +49,14 @@ PRICE = 0.00005  # dollars per token, input and output
 PROMPT = [{"role": "user", "content": "hi"}]  # 8 tokens in OpenAI's chat accounting
 MAX_TOKENS = 12  # worst case = (8 + 12) x $0.00005 = $0.001, and the upstream bills exactly that
 BODY = json.dumps({"model": "fake-gpt", "messages": PROMPT, "max_tokens": MAX_TOKENS})
+# The same call through the other APIs: Responses (as sent upstream) and Anthropic's
+# Messages (translated to chat for this OpenAI-compatible upstream, and back).
+BODIES = {
+    "chat": BODY,
+    "responses": json.dumps({"model": "fake-gpt", "input": "hi", "max_output_tokens": MAX_TOKENS}),
+    "messages": json.dumps({"model": "fake-gpt", "messages": PROMPT, "max_tokens": MAX_TOKENS}),
+}
+PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}
 USAGE = {"prompt_tokens": 8, "completion_tokens": 12, "total_tokens": 20}
 
 # --------------------------------------------------------------------------- fake upstream
@@ -93,8 +101,25 @@ def _responses() -> tuple[bytes, bytes]:
     return http(plain, b"application/json"), http(stream, b"text/event-stream")
 
 
+def _responses_api() -> bytes:
+    doc = {
+        "id": "resp_bench", "object": "response", "created_at": 0, "model": "gpt-4o-mini",
+        "status": "incomplete",
+        "output": [{"id": "msg_bench", "type": "message", "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": " a" * 12, "annotations": []}]}],
+        "usage": {"input_tokens": 8, "output_tokens": 12, "total_tokens": 20},
+    }  # fmt: skip
+    body = json.dumps(doc).encode()
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+        + str(len(body)).encode() + b"\r\nconnection: keep-alive\r\n\r\n" + body
+    )  # fmt: skip
+
+
 class _Upstream(asyncio.Protocol):
     PLAIN, STREAM = _responses()
+    RESPONSES = _responses_api()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -115,7 +140,10 @@ class _Upstream(asyncio.Protocol):
             body = self.buffer[end + 4 : end + 4 + length]
             self.buffer = self.buffer[end + 4 + length :]
             stream = b'"stream":true' in body.replace(b" ", b"")
-            self.transport.write(self.STREAM if stream else self.PLAIN)
+            if head.startswith(b"post /v1/responses"):
+                self.transport.write(self.RESPONSES)
+            else:
+                self.transport.write(self.STREAM if stream else self.PLAIN)
 
 
 def serve_upstream(port: int) -> None:
@@ -228,11 +256,13 @@ def _ms(text: str) -> float:
     return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
-def run_wrk(url: str, key: str, concurrency: int, seconds: float) -> dict[str, Any]:
+def run_wrk(
+    url: str, key: str, concurrency: int, seconds: float, body: str = BODY
+) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(
             'wrk.method = "POST"\n'
-            f"wrk.body = {json.dumps(BODY)}\n"
+            f"wrk.body = {json.dumps(body)}\n"
             'wrk.headers["Content-Type"] = "application/json"\n'
             f'wrk.headers["Authorization"] = "Bearer {key}"\n'
         )
@@ -261,7 +291,9 @@ def run_wrk(url: str, key: str, concurrency: int, seconds: float) -> dict[str, A
     }
 
 
-def run_httpx(url: str, key: str, concurrency: int, seconds: float) -> dict[str, Any]:
+def run_httpx(
+    url: str, key: str, concurrency: int, seconds: float, body: str = BODY
+) -> dict[str, Any]:
     import httpx
 
     async def main() -> dict[str, Any]:
@@ -276,7 +308,7 @@ def run_httpx(url: str, key: str, concurrency: int, seconds: float) -> dict[str,
                 nonlocal bad
                 while time.perf_counter() < deadline:
                     t0 = time.perf_counter()
-                    r = await client.post(url, content=BODY, headers=headers)
+                    r = await client.post(url, content=body, headers=headers)
                     latencies.append((time.perf_counter() - t0) * 1000)
                     bad += r.status_code >= 300
 
@@ -296,10 +328,12 @@ def run_httpx(url: str, key: str, concurrency: int, seconds: float) -> dict[str,
     return asyncio.run(main())
 
 
-def load(url: str, key: str, concurrency: int, seconds: float, tool: str) -> dict[str, Any]:
+def load(
+    url: str, key: str, concurrency: int, seconds: float, tool: str, body: str = BODY
+) -> dict[str, Any]:
     runner = run_wrk if tool == "wrk" else run_httpx
-    runner(url, key, concurrency, min(1.0, seconds))  # warm-up: connections, caches, JIT-free paths
-    return runner(url, key, concurrency, seconds)
+    runner(url, key, concurrency, min(1.0, seconds), body)  # warm-up: connections, caches
+    return runner(url, key, concurrency, seconds, body)
 
 
 def burst(url: str, key: str, n: int = 128) -> dict[str, Any]:
@@ -470,6 +504,24 @@ def main() -> None:
                     }
                     for c, run in runs.items()
                 ]
+                for api in ("responses", "messages"):
+                    # Added latency against the same call straight to the upstream's chat
+                    # (messages: translated) or Responses endpoint.
+                    base = direct if api == "messages" else {
+                        c: load(f"http://127.0.0.1:{up_port}/v1/responses", "fake", c,
+                                args.seconds, tool, BODIES[api])
+                        for c in levels
+                    }  # fmt: skip
+                    api_url = f"http://127.0.0.1:{gw_port}{PATHS[api]}"
+                    api_runs = {
+                        c: load(api_url, key["key"], c, args.seconds, tool, BODIES[api])
+                        for c in levels
+                    }
+                    results[f"gateway {PATHS[api]}"] = [
+                        {**run, "added_p50_ms": round(run["p50_ms"] - base[c]["p50_ms"], 3),
+                         "added_p99_ms": round(run["p99_ms"] - base[c]["p99_ms"], 3)}
+                        for c, run in api_runs.items()
+                    ]  # fmt: skip
                 results["gateway_memory"] = rss_mb(gw.pid)
                 small = admin(
                     gw_port,
@@ -524,16 +576,16 @@ def report(r: dict[str, Any]) -> None:
         f"\n{r['machine']}, Python {r['python']}, load: {r['load_tool']}, {r['seconds']} s per run\n"
     )
     print(
-        f"{'target':<10}{'c':>4}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}{'+p99 ms':>9}{'non-2xx':>9}"
+        f"{'target':<24}{'c':>4}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'+p50 ms':>9}{'+p99 ms':>9}{'non-2xx':>9}"
     )
-    for name in ("direct", "gateway", "litellm"):
+    for name in ("direct", "gateway", "gateway /v1/responses", "gateway /v1/messages", "litellm"):
         rows = r.get(name)
         if not isinstance(rows, list):
-            print(f"{name:<10}  {rows}")
+            print(f"{name:<24}  {rows}")
             continue
         for row in rows:
             print(
-                f"{name:<10}{row['concurrency']:>4}{row['rps']:>10.1f}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}"
+                f"{name:<24}{row['concurrency']:>4}{row['rps']:>10.1f}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}"
                 f"{row.get('added_p50_ms', 0):>9.3f}{row.get('added_p99_ms', 0):>9.3f}{row['non_2xx']:>9}"
             )
     for name in ("gateway", "litellm"):

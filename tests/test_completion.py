@@ -27,8 +27,8 @@ from llmbudget.providers import (
     providers,
     resolve,
 )
-from llmbudget.responses import anthropic_request
 from llmbudget.tokens import count_message_tokens, count_tokens
+from llmbudget.translate import anthropic_request
 from tests.fakes import FakeLLMServer
 
 HI = [{"role": "user", "content": "hi"}]

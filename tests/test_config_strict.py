@@ -20,7 +20,13 @@ from llmbudget.gateway.config import GatewayConfig, load_gateway_config
 from llmbudget.server.config import ServerConfig, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gateway.yaml"
-SECRETS = ("OPENAI_API_KEY", "LLMBUDGET_ADMIN_KEY", "AZURE_OPENAI_KEY", "CI_GATEWAY_KEY")
+SECRETS = (
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "LLMBUDGET_ADMIN_KEY",
+    "AZURE_OPENAI_KEY",
+    "CI_GATEWAY_KEY",
+)
 # Keys that are names (data), not settings: the user "alice" misspelt is simply another
 # user, which no schema can tell from a typo. (Team, org and model names are caught: they
 # are referenced elsewhere, or must name a served model.)

@@ -248,7 +248,13 @@ def test_bad_configs_fail_loudly(raw: dict, message: str, monkeypatch: pytest.Mo
 
 
 def test_the_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OPENAI_API_KEY", "LLMBUDGET_ADMIN_KEY", "AZURE_OPENAI_KEY", "CI_GATEWAY_KEY"):
+    for name in (
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "LLMBUDGET_ADMIN_KEY",
+        "AZURE_OPENAI_KEY",
+        "CI_GATEWAY_KEY",
+    ):
         monkeypatch.setenv(name, f"sk-{name.lower()}-0123456789")
     path = Path(__file__).resolve().parents[1] / "examples" / "gateway.yaml"
     cfg = load_gateway_config(path)

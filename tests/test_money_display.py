@@ -156,7 +156,12 @@ def _json(response: Any, *statuses: int) -> Any:
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(limit=units, charged=units, reserve=st.integers(1, 10**6))
+# Charged plus reserved stays inside what a store counter holds (past it is refused: 400).
+@given(
+    limit=units,
+    charged=units.filter(lambda u: u <= MAX_UNITS - 10**6),
+    reserve=st.integers(1, 10**6),
+)
 def test_server_json_money_is_plain(
     server: tuple[TestClient, MemoryStore], limit: int, charged: int, reserve: int
 ) -> None:

@@ -49,11 +49,8 @@ from llmbudget.pricing import PriceBook
 from llmbudget.providers import ProviderAuthError, Route, map_sdk_error, resolve
 from llmbudget.reservations import ScopeGroup
 from llmbudget.responses import (
-    AnthropicChunks,
     AttrDict,
     anthropic_events,
-    anthropic_request,
-    anthropic_to_openai,
     build_chunk,
     build_completion,
     mock_anthropic_message,
@@ -63,6 +60,7 @@ from llmbudget.responses import (
 )
 from llmbudget.sdk_patch import MeteredCall, meter_for, metered_call
 from llmbudget.self_hosted import self_hosted_provider
+from llmbudget.translate import AnthropicChunks, anthropic_request, anthropic_to_openai
 
 __all__ = [
     "AsyncCompletionStream",

@@ -12,8 +12,9 @@ Inside another app (``llmbudget serve``)::
     await gateway.aclose()
 
 Endpoints (each also without the ``/v1`` prefix, as some clients call them):
-``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``, and the admin
-endpoints of :mod:`llmbudget.gateway.admin`.
+``POST /v1/chat/completions``, ``/v1/responses``, ``/v1/completions``, ``/v1/embeddings``,
+``/v1/messages`` and ``/v1/messages/count_tokens`` (Anthropic's, with its error shape),
+``GET /v1/models``, and the admin endpoints of :mod:`llmbudget.gateway.admin`.
 
 >>> from llmbudget.stores.memory import MemoryStore
 >>> app = create_gateway_app({"model_list": []}, store=MemoryStore())
@@ -34,6 +35,7 @@ from fastapi import FastAPI
 from llmbudget.clock import Clock, system_clock
 from llmbudget.gateway.admin import guarded, install_admin_routes
 from llmbudget.gateway.config import GatewayConfig, load_gateway_config
+from llmbudget.gateway.errors import anthropic_errors
 from llmbudget.gateway.proxy import Gateway
 from llmbudget.stores import open_store
 from llmbudget.stores.base import AsyncStore, Store
@@ -76,9 +78,15 @@ def install_gateway(
     for path, handler, method in (
         ("/chat/completions", gateway.chat_completions, "POST"),
         ("/embeddings", gateway.embeddings, "POST"),
+        ("/responses", gateway.responses, "POST"),
+        ("/completions", gateway.completions, "POST"),
+        ("/messages", gateway.messages, "POST"),
+        ("/messages/count_tokens", gateway.count_tokens, "POST"),
         ("/models", gateway.models, "GET"),
     ):
         endpoint = guarded(handler)
+        if path.startswith("/messages"):
+            endpoint = anthropic_errors(endpoint)
         # Plain Starlette routes: the hot path skips FastAPI's parameter solving.
         app.add_route(f"{p}/v1{path}", endpoint, methods=[method], include_in_schema=False)
         app.add_route(f"{p}{path}", endpoint, methods=[method], include_in_schema=False)

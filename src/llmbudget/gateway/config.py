@@ -111,6 +111,8 @@ _ENV_PREFIX = "os.environ/"
 _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 # Providers whose prefix names the protocol, not the model: stripped before sending.
 _PROTOCOL_PREFIXES = ("openai/", "openai_compatible/", "hosted_vllm/", "azure/")
+#: The ``anthropic-version`` sent to native Anthropic deployments when the client sends none.
+ANTHROPIC_VERSION = "2023-06-01"
 # Models that refuse the legacy max_tokens field and want max_completion_tokens.
 _COMPLETION_TOKENS_MODELS = ("o1", "o3", "o4", "gpt-5")
 
@@ -232,7 +234,9 @@ class Entity:
 
 @dataclass(frozen=True, slots=True)
 class Deployment:
-    """One upstream that serves a public model name (an OpenAI-compatible endpoint)."""
+    """One upstream that serves a public model name: an OpenAI-compatible endpoint
+    (``api="openai"``) or Anthropic's Messages API (``api="anthropic"``, from a LiteLLM
+    ``model: anthropic/<model>``)."""
 
     id: str
     model_name: str
@@ -247,6 +251,7 @@ class Deployment:
     max_output_tokens: int = DEFAULT_OUTPUT_TOKENS
     max_tokens_param: str = "max_tokens"
     headers: Mapping[str, str] = field(default_factory=dict)
+    api: str = "openai"
 
     @property
     def scope(self) -> str:
@@ -260,9 +265,33 @@ class Deployment:
     def embeddings_url(self) -> str:
         return f"{self.api_base}/embeddings"
 
+    def serves(self, api: str) -> bool:
+        """Whether a request of ``api`` can be sent here (translated if need be)."""
+        if self.api == "anthropic":
+            return api in ("messages", "chat")
+        return True
+
+    def native(self, api: str) -> str:
+        """The API the upstream is called with for a request of ``api``."""
+        if self.api == "anthropic":
+            return "messages"
+        return "chat" if api == "messages" else api
+
+    def url(self, api: str) -> str:
+        """The upstream URL for a request of ``api`` (see :meth:`native`)."""
+        if self.api == "anthropic":
+            return f"{self.api_base}/v1/messages"
+        path = {"chat": "/chat/completions", "responses": "/responses",
+                "completions": "/completions", "embeddings": "/embeddings"}  # fmt: skip
+        return self.api_base + path[self.native(api)]
+
     def upstream_headers(self) -> dict[str, str]:
         headers = {"content-type": "application/json", **self.headers}
-        if self.api_key:
+        if self.api == "anthropic":
+            headers.setdefault("anthropic-version", ANTHROPIC_VERSION)
+            if self.api_key:
+                headers["x-api-key"] = self.api_key
+        elif self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
         return headers
 
@@ -492,11 +521,17 @@ def _deployment(entry: DeploymentModel, index: int, book: PriceBook) -> Deployme
     model_name = entry.model_name
     model: str = params.get("model") or model_name
     upstream = model
-    for prefix in _PROTOCOL_PREFIXES:
+    api = "anthropic" if model.startswith("anthropic/") else "openai"
+    for prefix in (*_PROTOCOL_PREFIXES, "anthropic/"):
         if upstream.startswith(prefix):
             upstream = upstream[len(prefix) :]
             break
-    api_base = str(params.get("api_base") or "https://api.openai.com/v1").rstrip("/")
+    if api == "anthropic":
+        # Anthropic's base URL has no /v1 (the SDK's convention); LiteLLM users may add one.
+        api_base = str(params.get("api_base") or "https://api.anthropic.com").rstrip("/")
+        api_base = api_base.removesuffix("/v1")
+    else:
+        api_base = str(params.get("api_base") or "https://api.openai.com/v1").rstrip("/")
     headers_raw: Mapping[str, object] = params.get("headers") or {}
     api_key = resolve_secret(params.get("api_key"), f"{where}.api_key")
     if api_key is None and params.get("api_key_env"):
@@ -542,6 +577,7 @@ def _deployment(entry: DeploymentModel, index: int, book: PriceBook) -> Deployme
         max_output_tokens=int(max_out),
         max_tokens_param=str(param_name),
         headers={str(k): str(v) for k, v in headers_raw.items()},
+        api=api,
     )
 
 

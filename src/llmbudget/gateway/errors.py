@@ -24,15 +24,18 @@ app has.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
-from starlette.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from llmbudget.errors import BudgetExceededError
 from llmbudget.http_errors import TYPE_BY_STATUS, ApiError, budget_exceeded_error
+from llmbudget.translate import anthropic_error
 
-__all__ = ["GatewayError", "budget_error", "error_response"]
+__all__ = ["GatewayError", "anthropic_errors", "budget_error", "error_response"]
 
 
 class GatewayError(ApiError):
@@ -70,3 +73,29 @@ def budget_error(exc: BudgetExceededError, now: float, *, label: str | None = No
         shared.status, shared.code, shared.message, type_=shared.type, headers=shared.headers,
         extra=shared.extra,
     )  # fmt: skip
+
+
+def anthropic_errors(
+    endpoint: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """``endpoint`` answering errors in Anthropic's shape (``{"type": "error", "error":
+    {"type": "rate_limit_error", ...}}``), as the ``anthropic`` SDK and Claude Code parse
+    them on ``/v1/messages``; status, headers (``Retry-After``) and details are kept."""
+
+    async def wrapped(request: Request) -> Response:
+        response = await endpoint(request)
+        if response.status_code < 400:
+            return response
+        try:
+            body = json.loads(bytes(response.body))
+        except (ValueError, AttributeError):
+            body = None
+        shaped = anthropic_error(response.status_code, body if isinstance(body, dict) else None)
+        headers = {k: v for k, v in response.headers.items() if k.lower() not in _BODY_HEADERS}
+        return JSONResponse(shaped, status_code=response.status_code, headers=headers)
+
+    wrapped.__name__ = getattr(endpoint, "__name__", "endpoint")
+    return wrapped
+
+
+_BODY_HEADERS = ("content-length", "content-type")

@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, cast
 
@@ -53,7 +53,14 @@ from llmbudget.gateway.budgets import ScopePlanner, describe_scope
 from llmbudget.gateway.config import Deployment, GatewayConfig
 from llmbudget.gateway.errors import GatewayError, budget_error
 from llmbudget.gateway.keys import KeyManager, VirtualKey
-from llmbudget.gateway.relay import SettlingResponse, StreamEnd, StreamRelay, dumps, loads
+from llmbudget.gateway.relay import (
+    EventConverter,
+    SettlingResponse,
+    StreamEnd,
+    StreamRelay,
+    dumps,
+    loads,
+)
 from llmbudget.gateway.router import Router
 from llmbudget.gateway.spendlog import SPEND_LOG_KIND
 from llmbudget.gateway.upstream import (
@@ -81,6 +88,14 @@ from llmbudget.reservations import ScopeGroup
 from llmbudget.retrying import retry_after
 from llmbudget.stores.base import AsyncStore, Store
 from llmbudget.tokens import count_tokens
+from llmbudget.translate import (
+    anthropic_error,
+    anthropic_request,
+    anthropic_to_openai,
+    chat_request,
+    message_from_chat,
+    openai_error,
+)
 
 __all__ = ["Gateway", "bearer_secret"]
 
@@ -138,6 +153,8 @@ class Call:
     id: str = field(default_factory=_request_id)
     attempts: int = 0
     by_tokenizer: dict[str, BillableCall] = field(default_factory=dict)
+    #: Headers passed on to a native Anthropic upstream (``anthropic-version``, ``-beta``).
+    anthropic_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def stream(self) -> bool:
@@ -231,6 +248,25 @@ class Gateway:
     async def embeddings(self, request: Request) -> Response:
         return await self._run(await self._start(request, "embeddings", "embeddings"))
 
+    async def responses(self, request: Request) -> Response:
+        """OpenAI's Responses API (the Agents SDK, Codex)."""
+        return await self._run(await self._start(request, "responses", "responses"))
+
+    async def messages(self, request: Request) -> Response:
+        """Anthropic's Messages API (the ``anthropic`` SDK, Claude Code)."""
+        return await self._run(await self._start(request, "messages", "messages"))
+
+    async def completions(self, request: Request) -> Response:
+        """OpenAI's legacy text completions."""
+        return await self._run(await self._start(request, "completions", "completions"))
+
+    async def count_tokens(self, request: Request) -> Response:
+        """Anthropic's ``/v1/messages/count_tokens``, answered here, offline: the prompt's
+        tokens as the budgets count them (exact for OpenAI models, an over-estimate for
+        Claude: see :mod:`llmbudget.tokens`). Nothing is reserved or charged."""
+        call = await self._start(request, "messages", "count_tokens")
+        return JSONResponse({"input_tokens": call.billable.prompt_tokens})
+
     # -- request pipeline --------------------------------------------------------------------
 
     async def _start(self, request: Request, api: Api, endpoint: str) -> Call:
@@ -260,6 +296,10 @@ class Gateway:
         billable = self._describe(api, payload, tokenizer)
         call = Call(api, endpoint, key, model, payload, billable, started)
         call.by_tokenizer[tokenizer] = billable
+        for name in ("anthropic-version", "anthropic-beta"):
+            value = request.headers.get(name)
+            if value is not None:
+                call.anthropic_headers[name] = value
         return call
 
     @staticmethod
@@ -277,6 +317,8 @@ class Gateway:
         found = call.by_tokenizer.get(tokenizer)
         if found is None:
             found = call.by_tokenizer[tokenizer] = self._describe(call.api, call.payload, tokenizer)
+        if dep.native(call.api) == "messages" and not found.requires_cap:
+            found = replace(found, cap_required=True)  # Anthropic refuses a call without one
         return found
 
     async def _run(self, call: Call) -> Response:
@@ -285,11 +327,15 @@ class Gateway:
         refusal: BudgetExceededError | None = None
         failure: Response | None = None
         plan = self.router.plan(call.model, lambda m: self.planner.allows(key, m))
+        served = False
         for model, deployments in plan:
             tries = 0
             for dep in deployments:
                 if tries > self.config.router.num_retries:
                     break
+                if not dep.serves(call.api):
+                    continue
+                served = True
                 budgets = self.planner.budgets(key, call.end_user, model, dep)
                 try:
                     meter = await self._open(call, model, dep, budgets)
@@ -312,6 +358,14 @@ class Gateway:
             raise self._budget_error(refusal)
         if failure is not None:
             return failure
+        if not served and all(not d.serves(call.api) for _, ds in plan for d in ds):
+            raise GatewayError(
+                400,
+                "unsupported_api",
+                f"no deployment of {call.model!r} speaks the {call.endpoint} API "
+                "(Anthropic deployments serve /v1/messages and /v1/chat/completions)",
+                param="model",
+            )
         wait = self.router.cooldown_remaining(call.model)
         headers = {"Retry-After": str(max(1, int(wait + 0.999)))} if wait > 0 else {}
         raise GatewayError(
@@ -365,12 +419,34 @@ class Gateway:
     # -- upstream ------------------------------------------------------------------------------
 
     def _upstream_body(self, call: Call, dep: Deployment, meter: Meter) -> bytes:
-        body = dict(call.payload)
-        body["model"] = dep.upstream_model
-        cap_field = dep.max_tokens_param if call.api == "chat" else None
-        return dumps(
-            forward(body, call.api, cap=meter.cap, cap_field=cap_field, stream=call.stream)
-        )
+        """The request sent to ``dep``: the client's, with the reserved cap, translated to
+        the upstream's API when it speaks another."""
+        body = {**call.payload, "model": dep.upstream_model}
+        target = dep.native(call.api)
+        if target == call.api:
+            cap_field = dep.max_tokens_param if call.api == "chat" else None
+            return dumps(
+                forward(body, call.api, cap=meter.cap, cap_field=cap_field, stream=call.stream)
+            )
+        if target == "messages":  # a chat request to Anthropic
+            chat = forward(body, "chat", cap=meter.cap, cap_field="max_tokens")
+            params = {k: v for k, v in chat.items() if k not in ("messages", "model")}
+            params.pop("stream_options", None)
+            request = anthropic_request(chat["messages"], params)
+            request["model"] = dep.upstream_model
+            return dumps(request)
+        # A Messages request to an OpenAI-compatible model.
+        request = chat_request(forward(body, "messages", cap=meter.cap))
+        request["model"] = dep.upstream_model
+        if "max_tokens" in request and dep.max_tokens_param != "max_tokens":
+            request[dep.max_tokens_param] = request.pop("max_tokens")
+        return dumps(forward(request, "chat", cap=None, stream=call.stream))
+
+    def _upstream_headers(self, call: Call, dep: Deployment) -> Mapping[str, str]:
+        headers = self._headers[dep.id]
+        if dep.api == "anthropic" and call.anthropic_headers:
+            return {**headers, **call.anthropic_headers}
+        return headers
 
     async def _send(self, call: Call, dep: Deployment, meter: Meter) -> Response:
         """Forward the attempt; its hold is released, charged, or handed to the response.
@@ -380,18 +456,23 @@ class Gateway:
         answer (timeout, broken body, the handler cancelled while waiting) charges the
         whole hold and logs it, before any other deployment is tried.
         """
-        url = dep.chat_url if call.api == "chat" else dep.embeddings_url
+        try:
+            body = self._upstream_body(call, dep, meter)
+        except InvalidInputError as exc:
+            await self._release(meter)  # nothing was sent
+            param = exc.param if isinstance(exc, InvalidRequestError) else None
+            raise GatewayError(400, "invalid_request", str(exc), param=param) from None
         self.router.started(dep)
         streaming = False
         try:
             try:
                 upstream = await self.upstream.post(
-                    url, self._upstream_body(call, dep, meter), self._headers[dep.id], dep.timeout
+                    dep.url(call.api), body, self._upstream_headers(call, dep), dep.timeout
                 )
             except UpstreamError as exc:
                 raise await self._lost(dep, meter, exc) from None
             if upstream.status_code >= 400:
-                return await self._upstream_error(dep, meter, upstream)
+                return await self._upstream_error(call, dep, meter, upstream)
             self.router.succeeded(dep)
             if call.stream:
                 streaming = True
@@ -422,7 +503,7 @@ class Gateway:
         return _RetryError(error.response())
 
     async def _upstream_error(
-        self, dep: Deployment, meter: Meter, upstream: UpstreamResponse
+        self, call: Call, dep: Deployment, meter: Meter, upstream: UpstreamResponse
     ) -> Response:
         try:
             content = await upstream.aread()
@@ -432,6 +513,19 @@ class Gateway:
             await upstream.aclose()
         status = upstream.status_code
         headers = {"content-type": upstream.headers.get("content-type", "application/json")}
+        if dep.native(call.api) != call.api:
+            # The client speaks the other API: its SDK parses its own error shape.
+            try:
+                doc = loads(content) if content else None
+            except ValueError:
+                doc = None
+            body = doc if isinstance(doc, dict) else None
+            shaped = (
+                anthropic_error(status, body)
+                if call.api == "messages"
+                else openai_error(status, body)
+            )
+            content, headers = dumps(shaped), {"content-type": "application/json"}
         response = Response(content, status_code=status, headers=headers)
         # An HTTP error answer is not billed: the hold is released either way.
         await self._release(meter)
@@ -458,6 +552,8 @@ class Gateway:
         watcher.close()
         tracker = watcher.tracker
         charged = meter.assess(tracker.usage, text=tracker.text, finished=tracker.finished)
+        if dep.native(call.api) != call.api:
+            content = self._translated(call, dep, content)
         cost = charged.cost if charged is not None else Decimal(0)
         headers = {
             "x-llmbudget-cost": format_money(cost),
@@ -475,13 +571,36 @@ class Gateway:
             settle=functools.partial(self._settle, meter.plan_record()),
         )
 
+    @staticmethod
+    def _translated(call: Call, dep: Deployment, content: bytes) -> bytes:
+        """A complete upstream answer in the client's API."""
+        try:
+            doc = loads(content)
+        except ValueError:
+            return content
+        if not isinstance(doc, dict):
+            return content
+        if call.api == "messages":
+            return dumps(message_from_chat(doc, call.model))
+        return dumps(anthropic_to_openai(doc, call.model))
+
     def _relay(
         self, call: Call, dep: Deployment, meter: Meter, upstream: UpstreamResponse
     ) -> Response:
         billable = meter.call
+        translate: EventConverter | None = None
+        if dep.native(call.api) != call.api:
+            translate = (
+                EventConverter.to_anthropic(call.model)
+                if call.api == "messages"
+                else EventConverter.to_openai(call.model, billable.wants_usage)
+            )
         watcher = BodyWatcher(
             sse=True,
-            hide_usage_chunk=needs_usage_request(call.api, True) and not billable.wants_usage,
+            # A translated stream needs its usage chunk; the converter decides what to show.
+            hide_usage_chunk=translate is None
+            and needs_usage_request(call.api, True)
+            and not billable.wants_usage,
         )
 
         async def finish(end: StreamEnd, watcher: BodyWatcher) -> None:
@@ -503,7 +622,9 @@ class Gateway:
             (b"x-llmbudget-deployment", dep.id.encode("latin-1", "replace")),
             (b"x-llmbudget-request-id", call.id.encode("ascii")),
         ]
-        return StreamRelay(upstream, watcher, headers, finish)
+        return StreamRelay(
+            upstream, watcher, headers, finish, convert=translate, anthropic=call.api == "messages"
+        )
 
     # -- settling ------------------------------------------------------------------------------
 

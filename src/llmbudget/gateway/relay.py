@@ -28,8 +28,9 @@ from starlette.types import Receive, Scope, Send
 
 from llmbudget.gateway.upstream import UpstreamError, UpstreamResponse
 from llmbudget.metering import BodyWatcher
+from llmbudget.translate import AnthropicChunks, MessageEvents
 
-__all__ = ["SettlingResponse", "StreamEnd", "StreamRelay", "dumps", "loads"]
+__all__ = ["EventConverter", "SettlingResponse", "StreamEnd", "StreamRelay", "dumps", "loads"]
 
 log = logging.getLogger("llmbudget.gateway")
 
@@ -75,6 +76,71 @@ class SettlingResponse(Response):
                 await self._settle()
 
 
+class EventConverter:
+    """Relayed server-sent events re-written in the client's API (see
+    :mod:`llmbudget.translate`): complete events in, complete events out.
+
+    >>> to_openai = EventConverter.to_openai("m", usage_chunk=False)
+    >>> out = to_openai.feed(b'event: content_block_delta\ndata: {"type": "content_block_delta",'
+    ...                      b' "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}\n\n')
+    >>> b'"content":"Hi"' in out
+    True
+    """
+
+    def __init__(
+        self,
+        translate: Callable[[dict[str, Any]], list[dict[str, Any]]],
+        close: Callable[[], list[dict[str, Any]]],
+        *,
+        named: bool,
+        done: bytes = b"",
+    ) -> None:
+        self._translate = translate
+        self._close = close
+        self._named = named  # Anthropic's events carry an ``event:`` line
+        self._done = done
+
+    @classmethod
+    def to_openai(cls, model: str, usage_chunk: bool) -> EventConverter:
+        """Anthropic Messages events in, OpenAI chat chunks out."""
+        chunks = AnthropicChunks(model, usage_chunk)
+        return cls(chunks.chunks, list, named=False, done=b"data: [DONE]\n\n")
+
+    @classmethod
+    def to_anthropic(cls, model: str) -> EventConverter:
+        """OpenAI chat chunks in, Anthropic Messages events out."""
+        events = MessageEvents(model)
+        return cls(events.events, events.close, named=True)
+
+    def _encode(self, docs: list[dict[str, Any]]) -> bytes:
+        out = []
+        for doc in docs:
+            head = b"event: " + str(doc.get("type", "")).encode() + b"\n" if self._named else b""
+            out.append(head + b"data: " + dumps(doc) + b"\n\n")
+        return b"".join(out)
+
+    def feed(self, events: bytes) -> bytes:
+        """Convert whole events (as :class:`~llmbudget.metering.BodyWatcher` passes them)."""
+        docs: list[dict[str, Any]] = []
+        for event in events.split(b"\n\n"):
+            data = b"".join(
+                line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")
+            )
+            if not data or data == b"[DONE]":
+                continue
+            try:
+                doc = loads(data)
+            except ValueError:
+                continue
+            if isinstance(doc, dict):
+                docs += self._translate(doc)
+        return self._encode(docs)
+
+    def close(self) -> bytes:
+        """What ends the stream in the client's API."""
+        return self._encode(self._close()) + self._done
+
+
 class StreamEnd:
     """How a relayed stream ended."""
 
@@ -98,11 +164,16 @@ class StreamRelay(Response):
         watcher: BodyWatcher,
         headers: Sequence[tuple[bytes, bytes]],
         finish: Callable[[StreamEnd, BodyWatcher], Awaitable[None]],
+        *,
+        convert: EventConverter | None = None,
+        anthropic: bool = False,
     ) -> None:
         super().__init__(content=None, status_code=200)
         self.upstream = upstream
         self.watcher = watcher
         self.finish = finish
+        self.convert = convert
+        self.anthropic = anthropic  # the client reads Anthropic's event shapes
         self.raw_headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),
@@ -143,26 +214,29 @@ class StreamRelay(Response):
 
     async def _pump(self, send: Send, end: StreamEnd) -> bool:
         """Relay the upstream's events; ``True`` if it ended normally."""
-        watcher = self.watcher
+        watcher, convert = self.watcher, self.convert
         try:
             async for chunk in self.upstream.aiter_bytes():
                 out = watcher.feed(chunk)
+                if out and convert is not None:
+                    out = convert.feed(out)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
         except UpstreamError as exc:
             end.failed = True
-            message = {
-                "error": {
-                    "type": "api_error",
-                    "code": "upstream_error",
-                    "message": f"upstream stream failed: {exc}",
-                    "param": None,
-                }
-            }
-            body = b"data: " + dumps(message) + b"\n\n"
+            text = f"upstream stream failed: {exc}"
+            if self.anthropic:
+                error = {"type": "error", "error": {"type": "api_error", "message": text}}
+                body = b"event: error\ndata: " + dumps(error) + b"\n\n"
+            else:
+                error = {"error": {"type": "api_error", "code": "upstream_error",
+                                   "message": text, "param": None}}  # fmt: skip
+                body = b"data: " + dumps(error) + b"\n\n"
             await send({"type": "http.response.body", "body": body, "more_body": True})
             return False
         rest = watcher.close()
+        if convert is not None:
+            rest = convert.feed(rest) + convert.close()
         if rest:
             await send({"type": "http.response.body", "body": rest, "more_body": True})
         return True

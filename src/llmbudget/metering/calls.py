@@ -90,6 +90,9 @@ class BillableCall:
     unbounded_prompt: bool = False
     end_user: str | None = None
     tokenizer: str = ""  # the model whose tokens were counted ("": ``model``)
+    #: The upstream demands an output limit although this API does not (a chat request
+    #: translated to Anthropic's Messages API).
+    cap_required: bool = False
 
     @property
     def counter(self) -> str:
@@ -103,7 +106,7 @@ class BillableCall:
     @property
     def requires_cap(self) -> bool:
         """Anthropic's Messages API refuses a request without ``max_tokens``."""
-        return self.api == "messages"
+        return self.api == "messages" or self.cap_required
 
 
 def describe(api: Api, body: Mapping[str, Any], tokenizer_model: str | None = None) -> BillableCall:
