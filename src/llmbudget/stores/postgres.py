@@ -28,6 +28,7 @@ refused port, missing database) fails at once, in one line naming the reason.
 
 from __future__ import annotations
 
+import functools
 import json
 import select
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
@@ -48,6 +49,7 @@ from llmbudget.errors import (
     StoreUnavailableError,
     UnknownHoldError,
 )
+from llmbudget.plans import run_async, run_sync
 from llmbudget.stores.base import (
     BudgetRecord,
     Checks,
@@ -889,26 +891,16 @@ def _rows(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
     return cursor.description is not None
 
 
-def _drive(conn: psycopg.Connection[Any], plan: Plan[T], query: _Query) -> T:
-    """Run ``plan`` on ``conn`` from its first ``query``: each result is sent back in."""
-    while True:
-        cursor = conn.execute(query.sql, query.params)
-        rows = cursor.fetchall() if _rows(cursor) else []
-        try:
-            query = plan.send(rows)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+def _execute(conn: psycopg.Connection[Any], query: _Query) -> list[tuple[Any, ...]]:
+    """One query the plans yield, on ``conn``: its rows (run by :func:`~llmbudget.plans.run_sync`)."""
+    cursor = conn.execute(query.sql, query.params)
+    return cursor.fetchall() if _rows(cursor) else []
 
 
-async def _adrive(conn: psycopg.AsyncConnection[Any], plan: Plan[T], query: _Query) -> T:
-    """:func:`_drive` for an asyncio connection."""
-    while True:
-        cursor = await conn.execute(query.sql, query.params)
-        rows = await cursor.fetchall() if _rows(cursor) else []
-        try:
-            query = plan.send(rows)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+async def _aexecute(conn: psycopg.AsyncConnection[Any], query: _Query) -> list[tuple[Any, ...]]:
+    """:func:`_execute` on an asyncio connection (run by :func:`~llmbudget.plans.run_async`)."""
+    cursor = await conn.execute(query.sql, query.params)
+    return await cursor.fetchall() if _rows(cursor) else []
 
 
 # -- the shells: they only execute what the plans yield -----------------------------------
@@ -948,7 +940,7 @@ class PostgresStore(Store):
             with psycopg.connect(config.conninfo, autocommit=True) as conn:
                 conn.execute(config.search_path())
                 with conn.transaction():
-                    _drive(conn, plan, next(plan))
+                    run_sync(plan, functools.partial(_execute, conn))
             self._pool.open(wait=True, timeout=config.pool_timeout)
         except BaseException as exc:
             self._pool.close()
@@ -979,15 +971,11 @@ class PostgresStore(Store):
 
     def _run(self, plan: Plan[T], *, transaction: bool = False) -> T:
         try:
-            query = next(plan)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        try:
             with (
                 self._connection() as conn,
                 conn.transaction() if transaction else nullcontext(),
             ):
-                return _drive(conn, plan, query)
+                return run_sync(plan, functools.partial(_execute, conn))
         except psycopg.Error as exc:
             raise _translate(exc, self._config.where) from exc
 
@@ -1113,7 +1101,7 @@ class AsyncPostgresStore:
                     async with conn:
                         await conn.execute(config.search_path())
                         async with conn.transaction():
-                            await _adrive(conn, plan, next(plan))
+                            await run_async(plan, functools.partial(_aexecute, conn))
                     await self._pool.open(wait=True, timeout=config.pool_timeout)
                 except psycopg.Error as exc:
                     raise _translate(exc, config.where) from exc
@@ -1138,15 +1126,11 @@ class AsyncPostgresStore:
 
     async def _execute(self, plan: Plan[T], *, transaction: bool = False) -> T:
         try:
-            query = next(plan)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        try:
             async with (
                 self._connection() as conn,
                 conn.transaction() if transaction else nullcontext(),
             ):
-                return await _adrive(conn, plan, query)
+                return await run_async(plan, functools.partial(_aexecute, conn))
         except psycopg.Error as exc:
             raise _translate(exc, self._config.where) from exc
 

@@ -55,6 +55,7 @@ from llmbudget.errors import (
     StoreUnavailableError,
     UnknownHoldError,
 )
+from llmbudget.plans import run_async, run_sync
 from llmbudget.stores.base import (
     BudgetRecord,
     Checks,
@@ -621,12 +622,7 @@ class RedisStore(_Shell, Store):
             raise _translate(exc, self._where) from exc
 
     def _run(self, plan: Plan[T]) -> T:
-        try:
-            call = next(plan)
-            while True:
-                call = plan.send(self._eval(call))
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        return run_sync(plan, self._eval)
 
     def reserve(
         self, hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float
@@ -730,12 +726,7 @@ class AsyncRedisStore(_Shell):
             raise _translate(exc, self._where) from exc
 
     async def _run(self, plan: Plan[T]) -> T:
-        try:
-            call = next(plan)
-            while True:
-                call = plan.send(await self._eval(call))
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        return await run_async(plan, self._eval)
 
     async def reserve(
         self, hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float
