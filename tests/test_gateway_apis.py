@@ -267,3 +267,40 @@ def test_64_streams_never_pass_a_key_budget(fake: FakeLLMServer, api: str) -> No
         assert held == 0 and total == one * allowed <= budget
         path = "/v1/responses" if api == "responses" else "/v1/messages"
         assert fake.count(path) == allowed
+
+
+# --------------------------------------------------------------------------- budget-aware routing
+
+
+def test_a_budget_that_cannot_pay_degrades_to_a_cheaper_model(fake: FakeLLMServer) -> None:
+    cfg = config(fake)
+    cfg["model_list"].append(
+        {
+            "model_name": "big",
+            "litellm_params": {"model": "openai/gpt-4o", "api_base": fake.openai_url},
+        }
+    )
+    cfg["router_settings"] = {"budget_fallbacks": [{"big": ["gpt"]}]}
+    with Gw(cfg) as gw:
+        # Enough for gpt-4o-mini's worst case at 200 output tokens, not for gpt-4o's.
+        big = cost("gpt-4o", input_tokens=8, output_tokens=200)
+        small = cost(GPT, input_tokens=8, output_tokens=200)
+        assert small < big
+        key_id, secret = gw.key(budget=str((small + big) / 2))
+        body = {"model": "big", "messages": HI, "max_tokens": 200}
+        r = gw.http.post("/v1/chat/completions", json=body,
+                         headers={"authorization": f"Bearer {secret}"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert r.headers["x-llmbudget-downgraded-from"] == "big"
+        assert fake.last("/v1/chat/completions").body["model"] == GPT
+        [entry] = gw.logs()
+        assert entry["downgraded_from"] == "big" and entry["model"] == "gpt"
+        assert spent(gw, key_id) == (GPT_CALL, 0)
+        # Without a cheaper model to fall back on, the same request is refused.
+        del cfg["router_settings"]
+    with Gw(cfg) as gw:
+        _, secret = gw.key(budget=str((small + big) / 2))
+        r = gw.http.post("/v1/chat/completions", json=body,
+                         headers={"authorization": f"Bearer {secret}"})  # fmt: skip
+        assert r.status_code == 429
+    assert fake.count("/v1/chat/completions") == 1

@@ -18,7 +18,8 @@
     router_settings:
       routing_strategy: simple-shuffle    # | weighted-round-robin | least-busy
       num_retries: 2                       # other deployments tried on 429/5xx/timeout
-      fallbacks: [{gpt-4o: [gpt-4o-mini]}]
+      fallbacks: [{gpt-4o: [gpt-4o-mini]}]          # when gpt-4o fails (429, 5xx, timeouts)
+      budget_fallbacks: [{gpt-4o: [gpt-4o-mini]}]   # when a budget cannot pay for gpt-4o
       allowed_fails: 3                     # failures within cooldown_time before a cooldown
       cooldown_time: 30
     general_settings:
@@ -303,6 +304,8 @@ class RouterSettings:
     strategy: str = "simple-shuffle"
     num_retries: int = 2
     fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Cheaper models to serve instead when a budget cannot pay for the one asked for.
+    budget_fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     allowed_fails: int = 3
     cooldown_time: float = 30.0
     retry_statuses: frozenset[int] = _RETRY_STATUSES
@@ -414,12 +417,14 @@ class GatewayConfig:
                 raise InvalidInputError(
                     f"{where}: no deployment serves a model named {model!r}{hint}"
                 )
-        for model, targets in self.router.fallbacks.items():
-            for target in (model, *targets):
-                if target not in names:
-                    raise InvalidInputError(
-                        f"router_settings.fallbacks names {target!r}, which no deployment serves"
-                    )
+        for setting in ("fallbacks", "budget_fallbacks"):
+            for model, targets in getattr(self.router, setting).items():
+                for target in (model, *targets):
+                    if target not in names:
+                        raise InvalidInputError(
+                            f"router_settings.{setting} names {target!r}, which no "
+                            "deployment serves"
+                        )
         for i, key in enumerate(self.keys):
             # A key's user need not have a budget of its own, but in a file that lists users
             # a misspelt one would silently drop that user's cap. Its team and org, like a
@@ -498,21 +503,27 @@ def _router(raw: RouterModel) -> RouterSettings:
         raise InvalidInputError(
             f"router_settings.routing_strategy {strategy!r} is not one of {', '.join(STRATEGIES)}"
         )
-    fallbacks: dict[str, tuple[str, ...]] = {}
-    # LiteLLM writes a list of one-key mappings; a plain mapping is accepted too.
-    items = raw.fallbacks if isinstance(raw.fallbacks, list) else [raw.fallbacks or {}]
-    for item in items:
-        for model, targets in item.items():
-            fallbacks[model] = (targets,) if isinstance(targets, str) else tuple(targets)
     statuses = raw.retry_statuses
     return RouterSettings(
         strategy=strategy,
         num_retries=raw.num_retries,
-        fallbacks=fallbacks,
+        fallbacks=_fallbacks(raw.fallbacks),
+        budget_fallbacks=_fallbacks(raw.budget_fallbacks),
         allowed_fails=raw.allowed_fails,
         cooldown_time=float(raw.cooldown_time),
         retry_statuses=_RETRY_STATUSES if statuses is None else frozenset(statuses),
     )
+
+
+def _fallbacks(raw: object) -> dict[str, tuple[str, ...]]:
+    """LiteLLM's list of one-key mappings (a plain mapping is accepted too)."""
+    out: dict[str, tuple[str, ...]] = {}
+    items = raw if isinstance(raw, list) else [raw or {}]
+    for item in items:
+        assert isinstance(item, Mapping)  # the schema's shape
+        for model, targets in item.items():
+            out[model] = (targets,) if isinstance(targets, str) else tuple(targets)
+    return out
 
 
 def _deployment(entry: DeploymentModel, index: int, book: PriceBook) -> Deployment:

@@ -212,6 +212,7 @@ class RouterModel(StrictModel):
     routing_strategy: StrictStr | None = _alias("routing_strategy", "strategy")
     num_retries: Annotated[StrictInt, Field(ge=0)] = 2
     fallbacks: list[Fallbacks] | Fallbacks | None = None
+    budget_fallbacks: list[Fallbacks] | Fallbacks | None = None
     allowed_fails: Annotated[StrictInt, Field(ge=1)] = 3
     cooldown_time: Annotated[Number, Field(ge=0)] = 30.0
     retry_statuses: list[Annotated[StrictInt, Field(ge=100, le=599)]] | None = None

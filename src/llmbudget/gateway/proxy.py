@@ -155,6 +155,8 @@ class Call:
     by_tokenizer: dict[str, BillableCall] = field(default_factory=dict)
     #: Headers passed on to a native Anthropic upstream (``anthropic-version``, ``-beta``).
     anthropic_headers: dict[str, str] = field(default_factory=dict)
+    #: The model asked for, when a budget could not pay for it and a cheaper one answers.
+    downgraded_from: str | None = None
 
     @property
     def stream(self) -> bool:
@@ -324,41 +326,30 @@ class Gateway:
     async def _run(self, call: Call) -> Response:
         key = call.key
         general = {b.scope for b in self.planner.general_budgets(key, call.end_user)}
-        refusal: BudgetExceededError | None = None
-        failure: Response | None = None
         plan = self.router.plan(call.model, lambda m: self.planner.allows(key, m))
-        served = False
-        for model, deployments in plan:
-            tries = 0
-            for dep in deployments:
-                if tries > self.config.router.num_retries:
-                    break
-                if not dep.serves(call.api):
-                    continue
-                served = True
-                budgets = self.planner.budgets(key, call.end_user, model, dep)
-                try:
-                    meter = await self._open(call, model, dep, budgets)
-                except BudgetExceededError as exc:
-                    if exc.scope == dep.scope:
-                        refusal = refusal or exc
-                        continue  # this provider account is spent: try another deployment
-                    if exc.scope not in general:
-                        refusal = exc
-                        break  # a per-model cap: a fallback model may still fit
-                    await self._log_refusal(call, model, exc)
-                    raise self._budget_error(exc) from None
-                tries += 1
-                try:
-                    return await self._send(call, dep, meter)
-                except _RetryError as retry:
-                    failure = retry.response
+        outcome = await self._route(call, plan, general)
+        if isinstance(outcome, Response):
+            return outcome
+        refusal, failure, served = outcome
+        cheaper = [
+            m for m in self.config.router.budget_fallbacks.get(call.model, ())
+            if self.planner.allows(key, m)
+        ]  # fmt: skip
+        if refusal is not None and cheaper:
+            # The budget cannot pay for the model asked for: degrade rather than stop.
+            call.downgraded_from = call.model
+            downgrade = [(m, self.router.plan(m)[0][1]) for m in cheaper]
+            outcome = await self._route(call, downgrade, general)
+            if isinstance(outcome, Response):
+                return outcome
+            refusal = outcome[0] or refusal
+            call.downgraded_from = None
         if refusal is not None:
             await self._log_refusal(call, call.model, refusal)
             raise self._budget_error(refusal)
         if failure is not None:
             return failure
-        if not served and all(not d.serves(call.api) for _, ds in plan for d in ds):
+        if not served:
             raise GatewayError(
                 400,
                 "unsupported_api",
@@ -374,6 +365,40 @@ class Gateway:
             f"no deployment of {call.model!r} is available (all cooling down or over rpm)",
             headers=headers,
         )
+
+    async def _route(
+        self, call: Call, plan: Sequence[tuple[str, Sequence[Deployment]]], general: set[str]
+    ) -> Response | tuple[BudgetExceededError | None, Response | None, bool]:
+        """Try ``plan``'s models and deployments in order: the response, or why none
+        answered (a budget refusal, the last retryable failure, whether any could serve)."""
+        refusal: BudgetExceededError | None = None
+        failure: Response | None = None
+        served = False
+        for model, deployments in plan:
+            tries = 0
+            for dep in deployments:
+                if tries > self.config.router.num_retries:
+                    break
+                if not dep.serves(call.api):
+                    continue
+                served = True
+                budgets = self.planner.budgets(call.key, call.end_user, model, dep)
+                try:
+                    meter = await self._open(call, model, dep, budgets)
+                except BudgetExceededError as exc:
+                    if exc.scope == dep.scope:
+                        refusal = refusal or exc
+                        continue  # this provider account is spent: try another deployment
+                    refusal = exc
+                    if exc.scope not in general:
+                        break  # a per-model cap: a fallback model may still fit
+                    return refusal, failure, served  # no other model of this plan helps
+                tries += 1
+                try:
+                    return await self._send(call, dep, meter)
+                except _RetryError as retry:
+                    failure = retry.response
+        return refusal, failure, served
 
     async def _open(
         self, call: Call, model: str, dep: Deployment, budgets: Sequence[Budget]
@@ -560,6 +585,8 @@ class Gateway:
             "x-llmbudget-deployment": dep.id,
             "x-llmbudget-request-id": call.id,
         }
+        if call.downgraded_from is not None:
+            headers["x-llmbudget-downgraded-from"] = call.downgraded_from
         for name in _HOP_HEADERS:
             value = upstream.headers.get(name)
             if value is not None:
@@ -622,6 +649,8 @@ class Gateway:
             (b"x-llmbudget-deployment", dep.id.encode("latin-1", "replace")),
             (b"x-llmbudget-request-id", call.id.encode("ascii")),
         ]
+        if call.downgraded_from is not None:
+            headers.append((b"x-llmbudget-downgraded-from", call.downgraded_from.encode()))
         return StreamRelay(
             upstream, watcher, headers, finish, convert=translate, anthropic=call.api == "messages"
         )
@@ -685,6 +714,8 @@ class Gateway:
             "endpoint": call.endpoint,
             "usage_source": charged.source if charged else "reserved",
         }
+        if call.downgraded_from is not None:
+            entry["downgraded_from"] = call.downgraded_from
         if status not in _REQUEST_ENDINGS:
             # A failed attempt of a retried request: one entry per recorded attempt (the
             # log dedupes by id), each under the request's id plus the attempt's number.
