@@ -172,8 +172,8 @@ class ServerThread:
     ``url`` is set once entered. A context-manager object over the server's own
     :func:`~llmbudget.server.testing.live_server`, so harnesses can hold it as a field."""
 
-    def __init__(self, app: Any) -> None:
-        self._serving = live_server(app)
+    def __init__(self, app: Any, **tls: Any) -> None:
+        self._serving = live_server(app, **tls)
         self.url = ""
 
     def __enter__(self) -> ServerThread:

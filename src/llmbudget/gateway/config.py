@@ -333,8 +333,14 @@ class GatewayConfig:
     min_completion_tokens: int = 16
     max_body_bytes: int = 16 * 1024 * 1024
     log_refusals: bool = True
-    upstream_client: str = "fast"
+    upstream_client: str = "aiohttp"
     store_calls: str = "thread"
+    #: TLS to upstreams: verify certificates (against this CA bundle, else the system's),
+    #: and present this client certificate (mutual TLS).
+    ssl_verify: bool = True
+    ssl_ca_bundle: str | None = None
+    ssl_client_cert: str | None = None
+    ssl_client_key: str | None = None
 
     def models(self) -> list[str]:
         """Public model names, in config order, without repeats."""
@@ -395,6 +401,10 @@ class GatewayConfig:
             log_refusals=general.log_refusals,
             upstream_client=general.upstream_client,
             store_calls=general.store_calls,
+            ssl_verify=general.ssl_verify,
+            ssl_ca_bundle=general.ssl_ca_bundle,
+            ssl_client_cert=general.ssl_client_cert,
+            ssl_client_key=general.ssl_client_key,
         )
         config._check_references()
         return config

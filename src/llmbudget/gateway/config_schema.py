@@ -227,8 +227,12 @@ class GeneralSettings(StrictModel):
     min_completion_tokens: Annotated[StrictInt, Field(ge=1)] = 16
     max_body_bytes: Annotated[StrictInt, Field(ge=1)] = 16 * 1024 * 1024
     log_refusals: StrictBool = True
-    upstream_client: Literal["fast", "httpx"] = "fast"
+    upstream_client: Literal["aiohttp", "httpx"] = "aiohttp"
     store_calls: Literal["thread", "inline"] = "thread"
+    ssl_verify: StrictBool = True
+    ssl_ca_bundle: StrictStr | None = None
+    ssl_client_cert: StrictStr | None = None
+    ssl_client_key: StrictStr | None = None
 
 
 class BudgetsModel(StrictModel):

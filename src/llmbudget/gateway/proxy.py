@@ -64,7 +64,7 @@ from llmbudget.gateway.relay import (
 from llmbudget.gateway.router import Router
 from llmbudget.gateway.spendlog import SPEND_LOG_KIND
 from llmbudget.gateway.upstream import (
-    FastClient,
+    AiohttpClient,
     HttpxClient,
     UpstreamClient,
     UpstreamError,
@@ -126,6 +126,19 @@ def bearer_secret(request: Request) -> str | None:
         scheme, _, value = header.partition(" ")
         return value.strip() if scheme.lower() == "bearer" else None
     return request.headers.get("api-key") or request.headers.get("x-api-key")
+
+
+def _upstream_client(
+    config: GatewayConfig, transport: httpx.AsyncBaseTransport | None
+) -> UpstreamClient:
+    if transport is not None or config.upstream_client == "httpx":
+        return HttpxClient(transport)
+    return AiohttpClient(
+        ca_bundle=config.ssl_ca_bundle,
+        client_cert=config.ssl_client_cert,
+        client_key=config.ssl_client_key,
+        verify=config.ssl_verify,
+    )
 
 
 class _InlineStore:
@@ -209,11 +222,7 @@ class Gateway:
         )
         self.planner = ScopePlanner(config)
         self.router = Router(config, clock=clock)
-        self.upstream: UpstreamClient = (
-            HttpxClient(transport)
-            if transport is not None or config.upstream_client == "httpx"
-            else FastClient()
-        )
+        self.upstream = _upstream_client(config, transport)
         self._headers = {d.id: d.upstream_headers() for d in config.deployments}
         self._tasks: set[asyncio.Task[None]] = set()
 

@@ -20,9 +20,17 @@ __all__ = ["live_server"]
 
 
 @contextmanager
-def live_server(app: ASGIApp, host: str = "127.0.0.1", *, timeout: float = 10.0) -> Iterator[str]:
+def live_server(
+    app: ASGIApp,
+    host: str = "127.0.0.1",
+    *,
+    timeout: float = 10.0,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+) -> Iterator[str]:
     """Serve ``app`` with uvicorn in a thread on a free port of ``host``; yields the base
-    URL and stops the server (lifespan shutdown included) on exit."""
+    URL (``https://`` when a certificate is given) and stops the server (lifespan
+    shutdown included) on exit."""
     import uvicorn
 
     # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on sockets that say so, and
@@ -31,7 +39,15 @@ def live_server(app: ASGIApp, host: str = "127.0.0.1", *, timeout: float = 10.0)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="llmbudget-live-server", daemon=True
@@ -45,7 +61,7 @@ def live_server(app: ASGIApp, host: str = "127.0.0.1", *, timeout: float = 10.0)
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
-        yield f"http://{host}:{port}"
+        yield f"{'https' if ssl_certfile else 'http'}://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout)
