@@ -37,7 +37,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+# --src TREE benches another checkout's llmbudget (before/after comparisons in one run).
+SRC = Path(sys.argv[sys.argv.index("--src") + 1]) if "--src" in sys.argv else ROOT / "src"
+sys.path.insert(0, str(SRC))
 
 from llmbudget.stores.base import Line, Store  # noqa: E402
 
@@ -290,6 +292,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--stores", default="memory,sqlite,postgres,redis")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "stores.json"))
+    parser.add_argument("--src", default=str(SRC), help="the llmbudget source tree to bench")
     args = parser.parse_args()
     names = [n.strip() for n in args.stores.split(",") if n.strip()]
 

@@ -280,10 +280,16 @@ class _Proxy:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.requests: list[bytes] = []
+        self.auth: list[bytes] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         self.requests.append(head.split(b"\r\n", 1)[0])
+        self.auth.extend(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"proxy-authorization:")
+        )
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         if head.startswith(b"CONNECT "):
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -314,7 +320,7 @@ def test_requests_go_through_the_proxy_named_in_the_environment(
         p1, p1_port = await _serve(http_proxy.handle)
         p2, p2_port = await _serve(https_proxy.handle)
         monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{p1_port}")
-        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{p2_port}")
+        monkeypatch.setenv("HTTPS_PROXY", f"http://egress:s%40cret@127.0.0.1:{p2_port}")
         bodies = []
         async with plain, secure, p1, p2:
             client = AiohttpClient(ca_bundle=ca_file)
@@ -325,6 +331,8 @@ def test_requests_go_through_the_proxy_named_in_the_environment(
             await client.aclose()
         assert http_proxy.requests == [b"POST http://upstream.test/v1/x HTTP/1.1"]
         assert https_proxy.requests == [b"CONNECT upstream.test:443 HTTP/1.1"]
+        # Credentials in the proxy URL are sent to the proxy, never to the upstream.
+        assert http_proxy.auth == [] and https_proxy.auth == [b"Basic ZWdyZXNzOnNAY3JldA=="]
         return bodies
 
     assert asyncio.run(main()) == [b"http://upstream.test/v1/x", b"https://upstream.test/v1/x"]

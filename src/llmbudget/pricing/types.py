@@ -242,10 +242,13 @@ class TokenUsage:
     web_searches: int = 0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name in _USAGE_FIELDS:
+            value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise PricingError(f"{f.name} must be a non-negative int, got {value!r}")
+                raise PricingError(f"{name} must be a non-negative int, got {value!r}")
+
+
+_USAGE_FIELDS = tuple(f.name for f in fields(TokenUsage))
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,10 @@
 
 Each operation is a single ``EVALSHA`` of a script in ``stores/lua/`` (``lib.lua`` is
 prepended to each), so a check and the writes that follow it run atomically on the server
-with no lock and one round trip. Money is integer nano-dollars, added with ``INCRBY`` /
+with no lock and one round trip. Concurrent operations of one process (threads, or tasks
+of one event loop) share round trips: whatever arrives while a batch is on the wire goes
+in the next pipeline (:mod:`llmbudget.stores.pipelining`), each still its own script; on
+a Redis Cluster, where redis-py refuses scripts in pipelines, each goes on its own. Money is integer nano-dollars, added with ``INCRBY`` /
 ``HINCRBY`` and compared as decimal strings in Lua (never as floats).
 
 Key layout (``P`` is ``{name}:``, ``name`` from ``?prefix=``, default ``llmbudget``)::
@@ -67,6 +70,7 @@ from llmbudget.stores.base import (
     Usage,
     charge_conflict,
 )
+from llmbudget.stores.pipelining import AsyncPipeliner, ThreadPipeliner
 
 __all__ = ["AsyncRedisStore", "RedisStore"]
 
@@ -128,6 +132,58 @@ class _Eval:
 
 
 Plan = Generator[_Eval, Any, T]
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Script calls sent in one round trip: by hash (``EVALSHA``), or with their source
+    (``EVAL``, which also caches the script) after the server said it does not know it."""
+
+    calls: Sequence[_Eval]
+    source: bool = False
+
+
+def _send_plan(calls: Sequence[_Eval]) -> Generator[_Batch, list[Any], list[Any]]:
+    """One reply per call (a value, or that call's own error), for both shells: each
+    :class:`_Batch` yielded is one round trip, and receives one reply per call in it."""
+    replies = list((yield _Batch(calls)))
+    unknown = [i for i, reply in enumerate(replies) if _is_noscript(reply)]
+    if unknown:
+        # First use on this server (or after SCRIPT FLUSH). NOSCRIPT means the call did
+        # not run, so sending it again cannot apply it twice.
+        again = yield _Batch([calls[i] for i in unknown], source=True)
+        for i, reply in zip(unknown, again, strict=True):
+            replies[i] = reply
+    return replies
+
+
+def _one(client: Any, batch: _Batch) -> Any:
+    """The reply of a batch of one, sent as a plain command (no pipeline to build)."""
+    [call] = batch.calls
+    script = call.script.source if batch.source else call.script.sha
+    command = client.eval if batch.source else client.evalsha
+    try:
+        return command(script, len(call.keys), *call.keys, *call.args)
+    except _reply_errors() as exc:
+        return exc
+
+
+async def _aone(client: Any, batch: _Batch) -> Any:
+    [call] = batch.calls
+    script = call.script.source if batch.source else call.script.sha
+    command = client.eval if batch.source else client.evalsha
+    try:
+        return await command(script, len(call.keys), *call.keys, *call.args)
+    except _reply_errors() as exc:
+        return exc
+
+
+def _queue(pipe: Any, batch: _Batch) -> None:
+    for call in batch.calls:
+        if batch.source:
+            pipe.eval(call.script.source, len(call.keys), *call.keys, *call.args)
+        else:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
 
 
 # -- operations: key names, arguments and decoding, shared by both shells -------------
@@ -524,6 +580,14 @@ def _errors() -> tuple[type[BaseException], ...]:
     return (rx.RedisError, rx.RedisClusterException, OSError)
 
 
+def _reply_errors() -> tuple[type[BaseException], ...]:
+    """Errors the server replied with for one call (it answered; the connection is fine),
+    as a pipeline reports them in place of that call's reply."""
+    import redis.exceptions as rx
+
+    return (rx.ResponseError,)
+
+
 def _is_noscript(exc: BaseException) -> bool:
     import redis.exceptions as rx
 
@@ -564,7 +628,30 @@ def _async_client(config: _Config) -> Any:
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         config.url, timeout=config.wait_timeout, retry=_no_retry()
     )
+    pool.connection_class = _hiredis_packing(pool.connection_class)
     return redis.asyncio.Redis(connection_pool=pool)
+
+
+def _hiredis_packing(connection_class: type[Any]) -> type[Any]:
+    """``connection_class`` packing commands with hiredis, as redis-py's synchronous
+    connections already do: its asyncio connections pack in Python, which was measured at
+    over half of the client's CPU per script call (``bench/bench_stores.py``). The class
+    chosen for the URL (TCP, TLS, Unix socket) is kept; only packing changes."""
+    try:
+        import hiredis
+    except ImportError:  # pragma: no cover - hiredis comes with the redis extra
+        return connection_class
+    pack = hiredis.pack_command
+
+    class HiredisPacking(connection_class):  # type: ignore[misc]
+        def pack_command(self, *args: Any) -> list[bytes]:
+            return [pack(args)]
+
+        def pack_commands(self, commands: Any) -> list[bytes]:
+            return [b"".join([pack(tuple(command)) for command in commands])]
+
+    HiredisPacking.__name__ = f"HiredisPacking{connection_class.__name__}"
+    return HiredisPacking
 
 
 # -- the shells: they only send what the plans yield ------------------------------------
@@ -580,6 +667,16 @@ class _Shell:
         self._ops = _Ops(self._config.prefix)
         self._where = _where(self._config)
         self._client = type(self)._connect(self._config)
+
+    def _translated(self, replies: list[Any]) -> list[Any]:
+        """Each call's own error (the server's reply) translated at the store boundary."""
+        return [_translate(r, self._where) if isinstance(r, BaseException) else r for r in replies]
+
+    @staticmethod
+    def _reply(reply: Any) -> Any:
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
 
     @property
     def url(self) -> str:
@@ -609,17 +706,29 @@ class RedisStore(_Shell, Store):
 
     _connect = staticmethod(_sync_client)
 
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._pipe = ThreadPipeliner(self._send)
+
     def _eval(self, call: _Eval) -> Any:
+        if self._config.cluster:
+            # redis-py refuses scripts in cluster pipelines: one trip per call there.
+            return self._reply(self._send([call])[0])
+        # Threads calling at once share round trips (see stores.pipelining).
+        return self._reply(self._pipe.call(call))
+
+    def _send(self, calls: Sequence[_Eval]) -> list[Any]:
         try:
-            try:
-                return self._client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-            except _errors() as exc:
-                if not _is_noscript(exc):
-                    raise
-                # First use on this server (or after SCRIPT FLUSH): EVAL also caches it.
-                return self._client.eval(call.script.source, len(call.keys), *call.keys, *call.args)
+            return self._translated(run_sync(_send_plan(calls), self._round_trip))
         except _errors() as exc:
             raise _translate(exc, self._where) from exc
+
+    def _round_trip(self, batch: _Batch) -> list[Any]:
+        if len(batch.calls) == 1:
+            return [_one(self._client, batch)]
+        pipe = self._client.pipeline(transaction=False)
+        _queue(pipe, batch)
+        return list(pipe.execute(raise_on_error=False))
 
     def _run(self, plan: Plan[T]) -> T:
         return run_sync(plan, self._eval)
@@ -710,20 +819,29 @@ class AsyncRedisStore(_Shell):
 
     _connect = staticmethod(_async_client)
 
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._pipe = AsyncPipeliner(self._send)
+
     async def _eval(self, call: _Eval) -> Any:
+        if self._config.cluster:
+            # redis-py refuses scripts in cluster pipelines: one trip per call there.
+            return self._reply((await self._send([call]))[0])
+        # Tasks calling at once share round trips (see stores.pipelining).
+        return self._reply(await self._pipe.call(call))
+
+    async def _send(self, calls: Sequence[_Eval]) -> list[Any]:
         try:
-            try:
-                return await self._client.evalsha(
-                    call.script.sha, len(call.keys), *call.keys, *call.args
-                )
-            except _errors() as exc:
-                if not _is_noscript(exc):
-                    raise
-                return await self._client.eval(
-                    call.script.source, len(call.keys), *call.keys, *call.args
-                )
+            return self._translated(await run_async(_send_plan(calls), self._round_trip))
         except _errors() as exc:
             raise _translate(exc, self._where) from exc
+
+    async def _round_trip(self, batch: _Batch) -> list[Any]:
+        if len(batch.calls) == 1:
+            return [await _aone(self._client, batch)]
+        pipe = self._client.pipeline(transaction=False)
+        _queue(pipe, batch)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def _run(self, plan: Plan[T]) -> T:
         return await run_async(plan, self._eval)
