@@ -84,6 +84,10 @@ class StoreOp(Effect):
     async def arun(self) -> Any:
         store = self.store
         if isinstance(store, Store) and store.blocking:
+            writer = store.group_writer()
+            if writer is not None:
+                # One write lock (SQLite): calls made together commit together.
+                return await writer.acall(self.run)
             # A synchronous store may wait on a lock or the network: keep the loop free.
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(executor_for(store), self.run)

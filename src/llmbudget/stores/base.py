@@ -53,7 +53,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from llmbudget.errors import CounterOverflowError, InvalidInputError
 from llmbudget.periods import Period
@@ -68,6 +68,9 @@ from llmbudget.validation import (
     check_timestamp,
     check_units,
 )
+
+if TYPE_CHECKING:
+    from llmbudget.stores.group_commit import GroupWriter
 
 __all__ = [
     "AsyncStore",
@@ -147,6 +150,12 @@ class Store(ABC):
     #: Writes are serialised by the store anyway (SQLite's one write lock): under asyncio
     #: its calls share one dedicated thread instead of competing for the lock.
     serial: ClassVar[bool] = False
+
+    def group_writer(self) -> GroupWriter | None:
+        """Where asyncio callers send this store's calls to be committed in groups (a
+        store with one write lock: see :mod:`llmbudget.stores.group_commit`); ``None``:
+        each call runs on its own in a worker thread."""
+        return None
 
     # -- ledger ----------------------------------------------------------------------
     @abstractmethod

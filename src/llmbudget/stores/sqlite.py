@@ -13,6 +13,13 @@ Durability: ``synchronous=NORMAL`` in WAL mode loses nothing when the *process* 
 killed (kill -9): a committed transaction is in the WAL file, which the next open
 replays. Only an OS crash or power cut can lose the last transactions; pass
 ``?synchronous=FULL`` in the URL to fsync every commit for that too.
+
+Under asyncio (the gateway, the server) calls go to one writer thread per store that
+commits them in groups (:mod:`llmbudget.stores.group_commit`): every call queued while a
+group runs joins the next one, each in a savepoint of its own, with one ``BEGIN
+IMMEDIATE`` and one ``COMMIT`` per group; a call's outcome is delivered after the commit.
+That thread's connection never checkpoints the WAL on commit (the fsyncs would land on a
+request); a checkpointer thread does it beside it (``PASSIVE``: it never blocks writers).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from llmbudget.stores.base import (
     charge_conflict,
     check_counter,
 )
+from llmbudget.stores.group_commit import GroupWriter
 
 __all__ = ["SQLiteStore"]
 
@@ -136,6 +144,9 @@ class SQLiteStore(Store):
             raise StoreUnavailableError(f"directory of SQLite database {path!r} does not exist")
         self._ready = False
         self._ready_lock = threading.Lock()
+        self._writer: GroupWriter | None = None
+        self._writer_pid = 0
+        self._checkpoints: _Checkpointer | None = None
         if path == ":memory:" or os.path.exists(path):
             self._guard(self._ensure)
 
@@ -217,6 +228,10 @@ class SQLiteStore(Store):
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        if getattr(self._local, "grouping", False):
+            # Inside a group (run_group): its transaction is open, this call's savepoint too.
+            yield self._conn()
+            return
         # Writers of this process queue on a mutex first: SQLite's own busy handler sleeps
         # in steps of up to 100 ms, which under thread contention turns into long tail
         # latency. Other processes still meet at SQLite's lock (busy_timeout).
@@ -246,7 +261,62 @@ class SQLiteStore(Store):
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={number}")
 
+    # -- group commit (asyncio callers) ------------------------------------------------
+
+    def group_writer(self) -> GroupWriter:
+        """This process's writer thread for this store (see the module docstring)."""
+        writer = self._writer
+        if writer is not None and self._writer_pid == os.getpid():
+            return writer
+        with self._all_lock:
+            if self._writer is None or self._writer_pid != os.getpid():
+                # A forked child gets a writer (and a checkpointer) of its own.
+                self._writer = GroupWriter(self._run_group, name="llmbudget-sqlite-writer")
+                self._writer_pid = os.getpid()
+                if self.path != ":memory:":
+                    self._checkpoints = _Checkpointer(self)
+            return self._writer
+
+    def _run_group(self, calls: Sequence[Callable[[], Any]]) -> list[Any]:
+        """Run ``calls`` in one transaction, each in a savepoint of its own; one outcome
+        (result or exception) per call, delivered only once the commit succeeded."""
+        if self._absent():
+            # No database yet (a read must not create the file): one call at a time.
+            return [_outcome(call) for call in calls]
+        conn = self._conn()
+        if self._checkpoints is not None:
+            self._checkpoints.own(conn)
+        if len(calls) == 1:
+            return [_outcome(calls[0])]
+        outcomes: list[Any] = []
+        with self._process_write_lock():
+            self._guard(lambda: conn.execute("BEGIN IMMEDIATE"))
+            self._local.grouping = True
+            try:
+                for call in calls:
+                    conn.execute("SAVEPOINT op")
+                    try:
+                        outcomes.append(call())
+                    except BaseException as exc:
+                        conn.execute("ROLLBACK TO op")
+                        outcomes.append(exc)
+                    conn.execute("RELEASE op")
+                self._guard(lambda: conn.execute("COMMIT"))
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._local.grouping = False
+        return outcomes
+
     def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None and self._writer_pid == os.getpid():
+            writer.close()
+        if self._checkpoints is not None:
+            self._checkpoints.stop()
+            self._checkpoints = None
         with self._all_lock:
             for owned in list(self._all):
                 owned.closer()
@@ -645,3 +715,57 @@ def _budget(row: Sequence[object]) -> BudgetRecord:
 def _load(text: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(text)
     return data
+
+
+def _outcome(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except BaseException as exc:
+        return exc
+
+
+class _Checkpointer:
+    """Checkpoints the WAL beside the writer thread, whose connection does not.
+
+    ``PASSIVE`` copies what it can without waiting for, or blocking, any writer or reader
+    (its fsyncs happen here, not in a commit); it runs every ``interval`` seconds, on a
+    connection of its own, and costs next to nothing when there is nothing to copy.
+    """
+
+    def __init__(self, store: SQLiteStore, *, interval: float = 0.5) -> None:
+        self._store = store
+        self._interval = interval
+        self._stop = threading.Event()
+        self._owned: sqlite3.Connection | None = None
+        self._thread = threading.Thread(
+            target=self._work, name="llmbudget-sqlite-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def own(self, conn: sqlite3.Connection) -> None:
+        """The writer's connection: it stops checkpointing on commit from now on."""
+        if self._owned is not conn:
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._owned = conn
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(10)
+
+    def _work(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while not self._stop.wait(self._interval):
+                if not os.path.exists(self._store.path):
+                    continue
+                try:
+                    if conn is None:
+                        conn = sqlite3.connect(self._store.path, isolation_level=None)
+                    # A WAL that is all copied restarts from its start at the next write.
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    continue  # retried next interval; commits are unaffected
+        finally:
+            if conn is not None:
+                conn.close()
