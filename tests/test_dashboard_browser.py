@@ -67,6 +67,8 @@ def browser() -> Iterator[object]:
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    # Lookups wait (up to this long) for the page to draw: a loaded machine is slow to.
+    driver.implicitly_wait(15)
     try:
         yield driver
     finally:

@@ -119,13 +119,33 @@ def _request_id() -> str:
     return "req_" + os.urandom(12).hex()
 
 
+_READ_HEADERS = frozenset(
+    {b"authorization", b"api-key", b"x-api-key", b"anthropic-version", b"anthropic-beta"}
+)
+
+
+def request_headers(request: Request) -> dict[str, str]:
+    """The few request headers the proxy reads, found in one pass over the raw list
+    (Starlette's ``request.headers`` decodes every header, then scans them per lookup)."""
+    found: dict[str, str] | None = request.scope.get("llmbudget.headers")
+    if found is None:
+        found = {}
+        for name, value in request.scope["headers"]:
+            if name in _READ_HEADERS:  # ASGI servers send names in lower case
+                # The first of repeated headers, as Starlette's Headers.get answers.
+                found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        request.scope["llmbudget.headers"] = found
+    return found
+
+
 def bearer_secret(request: Request) -> str | None:
     """The key a client presented: ``Authorization: Bearer``, or ``api-key``/``x-api-key``."""
-    header = request.headers.get("authorization")
+    headers = request_headers(request)
+    header = headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
         return value.strip() if scheme.lower() == "bearer" else None
-    return request.headers.get("api-key") or request.headers.get("x-api-key")
+    return headers.get("api-key") or headers.get("x-api-key")
 
 
 def _upstream_client(
@@ -307,8 +327,9 @@ class Gateway:
         billable = self._describe(api, payload, tokenizer)
         call = Call(api, endpoint, key, model, payload, billable, started)
         call.by_tokenizer[tokenizer] = billable
+        headers = request_headers(request)
         for name in ("anthropic-version", "anthropic-beta"):
-            value = request.headers.get(name)
+            value = headers.get(name)
             if value is not None:
                 call.anthropic_headers[name] = value
         return call
