@@ -3,8 +3,8 @@ and the budget server, on each store, with an optional profile summary.
 
 Processes (all on 127.0.0.1): ``bench_gateway``'s fake OpenAI upstream; the process
 measured (uvicorn with uvloop/httptools); ``wrk`` as the load (``apt-get install wrk``).
-Every gateway request enforces five budgets in one atomic reserve (key, user, team,
-global, model) and settles with the upstream's usage plus a spend-log entry. The server
+Every gateway request enforces six budgets in one atomic reserve (key, user, team,
+global, model, deployment) and settles with the upstream's usage plus a spend-log entry. The server
 rows send ``POST /v1/projects/bench/charge``.
 
 Measured, per row: requests/s at ``--concurrency`` and the measured process's CPU time
@@ -45,13 +45,12 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from bench_gateway import (  # noqa: E402
     BODY,
-    MASTER,
-    PRICE,
     free_port,
     process,
     run_wrk,
     wait_port,
 )
+from bench_gateway import gateway_config as base_gateway_config  # noqa: E402
 
 RESULTS = HERE / "results" / "cpu.json"
 KEY = "sk-bench-key-0123456789abcdef"
@@ -83,26 +82,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 def gateway_config(upstream_port: int, store: str) -> dict[str, Any]:
+    """``bench_gateway``'s config (global, model and deployment budgets) with a key whose
+    user belongs to a team, each with a budget of its own."""
     monthly = {"budget": 1_000_000, "period": "monthly"}
     return {
-        "model_list": [
-            {
-                "model_name": "fake-gpt",
-                "litellm_params": {
-                    "model": "openai/gpt-4o-mini",
-                    "api_base": f"http://127.0.0.1:{upstream_port}/v1",
-                    "api_key": "fake",
-                    "input_cost_per_token": PRICE,
-                    "output_cost_per_token": PRICE,
-                },
-                "model_info": {"id": "fake-1"},
-            }
-        ],
-        "general_settings": {"master_key": MASTER, "store": store},
-        "budgets": {
-            "global": monthly,
-            "models": {"fake-gpt": {"budget": 1_000_000, "period": "daily"}},
-        },
+        **base_gateway_config(upstream_port, store),
         "teams": {"bench-team": monthly},
         "users": {"bench-user": {**monthly, "team": "bench-team"}},
         "keys": [{"id": "bench-key", "key": KEY, "user": "bench-user", **monthly}],

@@ -21,6 +21,14 @@ class BoomError(Exception):
     pass
 
 
+def _run_threads(worker: Any, n: int) -> None:
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+
+
 def test_async_calls_made_together_share_one_send() -> None:
     batches: list[list[int]] = []
 
@@ -125,11 +133,7 @@ def test_threads_calling_together_share_sends_and_each_gets_its_reply() -> None:
         except BoomError as exc:
             replies[i] = exc
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    _run_threads(worker, 32)
     assert sorted(replies) == list(range(32))
     for i, reply in replies.items():
         if i % 7 == 0:
@@ -213,10 +217,6 @@ def _errors_stay_with_their_caller(store: Any, Line: Any) -> None:  # noqa: N803
         except StoreError as exc:
             replies[scope] = exc
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    _run_threads(worker, 16)
     assert isinstance(replies.pop("broken"), StoreError)
     assert list(replies.values()) == [None] * 15

@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
+from llmbudget.stores.outcomes import deliver
+
 __all__ = ["GroupWriter"]
 
 Call = Callable[[], Any]
@@ -123,10 +125,7 @@ class GroupWriter:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
         for (_, loop, future), outcome in zip(group, outcomes, strict=True):
             if loop is None:
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
+                deliver(future, outcome)
             else:
                 by_loop.setdefault(loop, []).append((future, outcome))
         for loop, pairs in by_loop.items():
@@ -144,9 +143,4 @@ def _still_wanted(future: Any) -> bool:
 
 def _resolve(pairs: Sequence[tuple[asyncio.Future[Any], Any]]) -> None:
     for future, outcome in pairs:
-        if future.done():  # the caller was cancelled
-            continue
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
+        deliver(future, outcome)

@@ -32,6 +32,8 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from llmbudget.stores.outcomes import deliver, unwrap
+
 __all__ = ["AsyncPipeliner", "ThreadPipeliner"]
 
 Item = TypeVar("Item")
@@ -81,12 +83,7 @@ class AsyncPipeliner(Generic[Item]):
             except Exception as exc:  # every caller gets its reply
                 replies = [exc] * len(batch)
             for (_, future), reply in zip(batch, replies, strict=True):
-                if future.done():  # the caller was cancelled
-                    continue
-                if isinstance(reply, BaseException):
-                    future.set_exception(reply)
-                else:
-                    future.set_result(reply)
+                deliver(future, reply)
         finally:
             self._in_flight -= 1
             if self._pending and not self._scheduled:
@@ -122,11 +119,11 @@ class ThreadPipeliner(Generic[Item]):
         if not lead:
             slot.done.wait()
             if not slot.lead:
-                return _unwrap(slot.reply)
+                return unwrap(slot.reply)
             slot.done.clear()
         self._send_queued()
         slot.done.wait()
-        return _unwrap(slot.reply)
+        return unwrap(slot.reply)
 
     def _send_queued(self) -> None:
         """Send everything queued, as one batch, then hand the next batch to a waiter."""
@@ -147,9 +144,3 @@ class ThreadPipeliner(Generic[Item]):
                 successor.done.set()
             else:
                 self._sending = False
-
-
-def _unwrap(reply: Any) -> Any:
-    if isinstance(reply, BaseException):
-        raise reply
-    return reply

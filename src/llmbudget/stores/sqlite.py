@@ -48,6 +48,7 @@ from llmbudget.stores.base import (
     check_counter,
 )
 from llmbudget.stores.group_commit import GroupWriter
+from llmbudget.stores.outcomes import capture
 
 __all__ = ["SQLiteStore"]
 
@@ -282,12 +283,12 @@ class SQLiteStore(Store):
         (result or exception) per call, delivered only once the commit succeeded."""
         if self._absent():
             # No database yet (a read must not create the file): one call at a time.
-            return [_outcome(call) for call in calls]
+            return [capture(call) for call in calls]
         conn = self._conn()
         if self._checkpoints is not None:
             self._checkpoints.own(conn)
         if len(calls) == 1:
-            return [_outcome(calls[0])]
+            return [capture(calls[0])]
         outcomes: list[Any] = []
         with self._process_write_lock():
             self._guard(lambda: conn.execute("BEGIN IMMEDIATE"))
@@ -715,13 +716,6 @@ def _budget(row: Sequence[object]) -> BudgetRecord:
 def _load(text: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(text)
     return data
-
-
-def _outcome(call: Callable[[], Any]) -> Any:
-    try:
-        return call()
-    except BaseException as exc:
-        return exc
 
 
 class _Checkpointer:
