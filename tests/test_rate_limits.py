@@ -9,6 +9,7 @@ from 12:00:00 to 12:01:00.
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from datetime import UTC, datetime
@@ -20,10 +21,17 @@ from llmbudget.budgets import Budget
 from llmbudget.clock import FrozenClock
 from llmbudget.errors import BudgetExceededError, InvalidInputError
 from llmbudget.ledger import AsyncLedger, Hold, Ledger
+from llmbudget.metering import BillableCall, Meter, worst_case_tokens
+from llmbudget.plans import run_sync
+from llmbudget.pricing import ModelPrice
+from llmbudget.reservations import ScopeGroup
 from llmbudget.stores.base import Store
 
 NEXT_MINUTE = datetime(2026, 3, 15, 12, 1, tzinfo=UTC)
 ONE = {"requests": 1}
+PRICE = ModelPrice("m", "x", Decimal(1), Decimal(2), context_window=100_000)
+CALL = BillableCall("chat", "m", prompt_tokens=100)  # no cap of its own: 4,096 by default
+WORST_TOKENS = 100 + 4096
 
 
 def rpm(limit: int = 10) -> Budget:
@@ -138,6 +146,123 @@ def test_a_tokens_budget_holds_a_count_and_settles_the_used_one(
     assert (refused.value.unit, refused.value.remaining, refused.value.requested) == (
         "tokens", Decimal(550), Decimal(551))  # fmt: skip
     assert "rate limit exceeded for tpm:key:k1: limit 1000 tokens" in str(refused.value)
+
+
+def test_a_tokens_budget_covering_5_worst_cases_settles_at_most_its_limit(
+    store: Store, clock: FrozenClock
+) -> None:
+    ledger = Ledger(store, clock=clock)
+    limit = 5 * WORST_TOKENS + 20
+    tpm = Budget.of("tpm:key:k1", limit, "1m", unit="tokens")
+    group = ScopeGroup(ledger.plans, (Budget.of("key:k1", 10), tpm))
+    settled: list[int] = []
+    lock = threading.Lock()
+
+    def call(seed: int) -> object:
+        meter = Meter(CALL, PRICE, [group])
+        run_sync(meter.plan_open())
+        assert meter.cap is not None and meter.reserved_tokens == 100 + meter.cap
+        # The upstream honours the forwarded cap: it generates up to that many tokens.
+        output = random.Random(seed).randint(0, meter.cap)
+        usage = {"prompt_tokens": 100, "completion_tokens": output}
+        run_sync(meter.plan_close(usage))
+        with lock:
+            settled.append(100 + output)
+        return meter.cap
+
+    seeds = iter(range(64))
+    results = contend(64, lambda: call(next(seeds)))
+    caps = [r for r in results if isinstance(r, int)]
+    assert all(isinstance(r, int | BudgetExceededError) for r in results), results
+    assert len(caps) >= 5 and all(1 <= cap <= 4096 for cap in caps)
+    status = ledger.status(tpm)
+    assert status.held == 0
+    assert status.spent == sum(settled) <= limit
+
+
+def test_a_tokens_refusal_lowers_the_cap_to_the_tokens_left(
+    store: Store, clock: FrozenClock
+) -> None:
+    ledger = Ledger(store, clock=clock)
+    tpm = Budget.of("tpm:key:k1", 5 * WORST_TOKENS + 1020, "1m", unit="tokens")
+    group = ScopeGroup(ledger.plans, (tpm,))
+    for _ in range(5):
+        full = Meter(CALL, PRICE, [group])
+        run_sync(full.plan_open())
+        assert full.cap == 4096
+    lowered = Meter(CALL, PRICE, [group])
+    run_sync(lowered.plan_open())
+    assert (lowered.cap, lowered.reserved_tokens) == (920, 1020)
+    assert ledger.status(tpm).remaining == 0
+    with pytest.raises(BudgetExceededError) as refused:
+        run_sync(Meter(CALL, PRICE, [group]).plan_open())
+    assert refused.value.unit == "tokens"
+    # The caller's own cap is never lowered: reserved as asked, or refused.
+    run_sync(lowered.plan_release())
+    explicit = BillableCall("chat", "m", prompt_tokens=100, requested_cap=1000)
+    with pytest.raises(BudgetExceededError):
+        run_sync(Meter(explicit, PRICE, [group]).plan_open())
+
+
+def test_the_meter_counts_a_request_its_tokens_and_a_slot(store: Store, clock: FrozenClock) -> None:
+    ledger = Ledger(store, clock=clock)
+    budgets = (
+        Budget.of("key:k1", 10),
+        rpm(10),
+        Budget.of("tpm:key:k1", 100_000, "1m", unit="tokens"),
+        Budget.of("par:key:k1", 3, unit="concurrent"),
+    )
+    group = ScopeGroup(ledger.plans, budgets)
+
+    def state() -> list[tuple[Decimal, Decimal]]:
+        return [(s.spent, s.held) for s in map(ledger.status, budgets[1:])]
+
+    meter = Meter(CALL, PRICE, [group])
+    run_sync(meter.plan_open())
+    assert meter.cap == 4096 and meter.hold is not None
+    assert meter.hold.counts == {"requests": 1, "tokens": WORST_TOKENS, "concurrent": 1}
+    assert state() == [(0, 1), (0, WORST_TOKENS), (0, 1)]
+    run_sync(meter.plan_close({"prompt_tokens": 100, "completion_tokens": 42}))
+    assert state() == [(1, 0), (142, 0), (0, 0)]
+
+    counted = Meter(CALL, PRICE, [group])
+    run_sync(counted.plan_open())
+    run_sync(counted.plan_close(None, text="Hello there", finished=True))
+    assert counted.tokens is not None
+    assert state()[1] == (142 + 100 + counted.tokens.output_tokens, 0)
+
+    cut = Meter(CALL, PRICE, [group])
+    run_sync(cut.plan_open())
+    run_sync(cut.plan_close(None))  # no usage, no finish: the whole reservation
+    assert state()[1][0] == 142 + 100 + counted.tokens.output_tokens + WORST_TOKENS
+
+    failed = Meter(CALL, PRICE, [group])
+    run_sync(failed.plan_open())
+    run_sync(failed.plan_release())
+    assert state()[0] == (3, 0) and state()[2] == (0, 0)
+
+
+def test_a_tokens_limit_bounds_the_output_even_when_it_is_free(
+    store: Store, clock: FrozenClock
+) -> None:
+    ledger = Ledger(store, clock=clock)
+    group = ScopeGroup(ledger.plans, (Budget.of("tpm:local", 1000, "1m", unit="tokens"),))
+    meter = Meter(CALL, None, [group], free=True)
+    run_sync(meter.plan_open())
+    assert (meter.cap, meter.reserved_tokens) == (900, 1000)
+    assert worst_case_tokens(None, CALL, 900) == 1000
+
+
+def test_requests_and_slots_refusals_are_not_squeezed(store: Store, clock: FrozenClock) -> None:
+    ledger = Ledger(store, clock=clock)
+    for budget in (rpm(1), Budget.of("par:key:k1", 1, unit="concurrent")):
+        group = ScopeGroup(ledger.plans, (Budget.of("key:k1", 10), budget))
+        first = Meter(CALL, PRICE, [group])
+        run_sync(first.plan_open())
+        with pytest.raises(BudgetExceededError) as refused:
+            run_sync(Meter(CALL, PRICE, [group]).plan_open())
+        assert (refused.value.scope, refused.value.unit) == (budget.scope, budget.unit)
+        run_sync(first.plan_release())
 
 
 # -- concurrent slots ----------------------------------------------------------------------------
@@ -333,6 +458,8 @@ def test_a_budget_built_directly_is_checked_too() -> None:
         "llmbudget.errors",
         "llmbudget.reservations",
         "llmbudget.stores.base",
+        "llmbudget.metering.policy",
+        "llmbudget.metering.usage",
     ],
 )
 def test_docstring_examples(name: str) -> None:
