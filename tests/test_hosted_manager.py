@@ -1,8 +1,9 @@
 """``BudgetManager(client_type="hosted")`` over :class:`HttpStore` against a live server.
 
-The store conformance tests of the core (ledger, documents) run again here with the store
-being the budget server, so the HTTP store keeps every semantic of a local one. Then two
-processes race 500 charges each through one live uvicorn server: nothing may be lost.
+The store conformance tests of the core (ledger, rate limits, documents) run again here
+with the store being the budget server, so the HTTP store keeps every semantic of a local
+one. Then two processes race 500 charges each through one live uvicorn server: nothing may
+be lost.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from llmbudget.stores.http import HttpStore
 from llmbudget.stores.memory import MemoryStore
 from tests import test_documents as documents_suite
 from tests import test_ledger as ledger_suite
+from tests import test_rate_limits as rate_limits_suite
 from tests import test_store_conformance as conformance_suite
 
 KEY = "test-admin-key"
@@ -132,6 +134,13 @@ def test_ledger_conformance_over_http(
     name: str, extra: dict[str, Any], trusted_http_store: HttpStore, clock: FrozenClock
 ) -> None:
     _run_suite_test(getattr(ledger_suite, name), extra, trusted_http_store, clock)
+
+
+@pytest.mark.parametrize(("name", "extra"), _suite(rate_limits_suite))
+def test_rate_limits_over_http(
+    name: str, extra: dict[str, Any], trusted_http_store: HttpStore, clock: FrozenClock
+) -> None:
+    _run_suite_test(getattr(rate_limits_suite, name), extra, trusted_http_store, clock)
 
 
 @pytest.mark.parametrize(("name", "extra"), _suite(documents_suite))

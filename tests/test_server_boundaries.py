@@ -183,7 +183,8 @@ def test_seed_set_budget_refuses_poison_durations_and_times(
 def _store_poison(store: SQLiteStore, scope: str, duration: str, created_at: float) -> None:
     with sqlite3.connect(store.path) as conn:
         conn.execute(
-            "INSERT INTO budgets VALUES (?, ?, ?, 'UTC', 0, ?, ?)",
+            "INSERT INTO budgets (scope, limit_units, duration, timezone, rolling, created_at, "
+            "updated_at) VALUES (?, ?, ?, 'UTC', 0, ?, ?)",
             (scope, 1_000_000_000, duration, created_at, NOON),
         )
 

@@ -14,6 +14,7 @@ from llmbudget.budgets import Budget
 from llmbudget.clock import FrozenClock
 from llmbudget.errors import CounterOverflowError
 from llmbudget.ledger import Ledger
+from llmbudget.stores.base import Line
 from llmbudget.stores.sqlite import SQLiteStore
 
 
@@ -96,3 +97,38 @@ def test_a_store_that_found_no_file_sees_the_one_another_store_creates(tmp_path:
     assert [r.scope for r in reader.list_budgets("")] == ["a"]
     reader.close()
     writer.close()
+
+
+def test_a_database_of_the_previous_schema_upgrades_in_place(tmp_path: Path) -> None:
+    # Version 3: budgets without a unit, holds whose lines have no amounts of their own.
+    from llmbudget.stores.sqlite import _MIGRATIONS
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    for script in _MIGRATIONS[:3]:
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version=3")
+    conn.execute("INSERT INTO budgets VALUES ('user:a', 1000000000, NULL, 'UTC', 0, 0.0, 0.0)")
+    conn.execute(
+        "INSERT INTO holds (id, amount, expires_at, state, lines) "
+        """VALUES ('old', 40, 1e10, 'held', '[["user:a", 0], ["team:t", 0]]')"""
+    )
+    conn.executemany(
+        "INSERT INTO active_holds VALUES (?, 0, 'old', 40, 1e10)", [("user:a",), ("team:t",)]
+    )
+    conn.commit()
+    conn.close()
+
+    store = SQLiteStore(str(path))
+    try:
+        (record,) = store.get_budgets(["user:a"])
+        assert record is not None and record.unit == "usd"
+        assert Budget.from_record(record) == Budget.of("user:a", 1)
+        # The old hold replays as itself, and settles (with a count beside it) as before.
+        lines = [Line("user:a", 0, 100), Line("team:t", 0)]
+        assert store.reserve("old", lines, 40, 1e10, 1.0) is None
+        assert store.usage("team:t", 0, 1.0).held == 40
+        store.settle("old", 30, None, 1.0, {"team:t": 2})
+        assert (store.usage("user:a", 0, 1.0).spent, store.usage("team:t", 0, 1.0).spent) == (30, 2)
+    finally:
+        store.close()

@@ -292,6 +292,134 @@ def test_unknown_hold(store: Store) -> None:
         store.settle("nope", 1, None, NOW)
 
 
+# -- lines with amounts of their own (rate limits beside dollars) ---------------------------------
+
+
+def own(scope: str, limit: int | None, amount: int, window: int = W) -> Line:
+    """A line holding ``amount`` of its own (a count: requests, tokens, slots)."""
+    return Line(scope, window, limit, amount)
+
+
+def test_each_line_reserves_its_own_amount(store: Store) -> None:
+    lines = [line("usd", 100), own("rpm", 10, 1), own("tpm", 1000, 300)]
+    assert store.reserve("h", lines, 40, EXP, NOW) is None
+    assert [held(store, s) for s in ("usd", "rpm", "tpm")] == [40, 1, 300]
+    assert store.reserve("h2", [own("tpm", 1000, 700)], 0, EXP, NOW) is None
+    assert store.reserve("h3", [own("tpm", 1000, 1)], 0, EXP, NOW) == Refusal(0, 0, 1000)
+
+
+def test_a_line_past_its_own_limit_refuses_every_line(store: Store) -> None:
+    for i in range(10):
+        assert store.reserve(f"r{i}", [line("usd", 1000), own("rpm", 10, 1)], 5, EXP, NOW) is None
+    lines = [line("usd", 1000), own("rpm", 10, 1), own("tpm", 100, 1)]
+    assert store.reserve("r10", lines, 5, EXP, NOW) == Refusal(1, 0, 10)
+    assert [held(store, s) for s in ("usd", "rpm", "tpm")] == [50, 10, 0]
+    # A zero-count line fits a full limit, as a zero amount does.
+    assert store.reserve("r11", [line("usd", 1000), own("rpm", 10, 0)], 5, EXP, NOW) is None
+
+
+def test_settle_records_each_scope_s_actual(store: Store) -> None:
+    lines = [line("usd", 100), own("rpm", 10, 1), own("tpm", 1000, 300), own("slots", 3, 1)]
+    store.reserve("h", lines, 40, EXP, NOW)
+    result = store.settle("h", 25, "m", NOW, {"rpm": 1, "tpm": 120, "slots": 0, "other": 9})
+    assert result == SettleResult(25, already=False)
+    usages = {s: store.usage(s, W, NOW) for s in ("usd", "rpm", "tpm", "slots", "other")}
+    assert {s: (u.spent, u.held) for s, u in usages.items()} == {
+        "usd": (25, 0), "rpm": (1, 0), "tpm": (120, 0), "slots": (0, 0), "other": (0, 0),
+    }  # fmt: skip
+    assert usages["tpm"].by_model == {"m": 120}
+    # A replay records nothing and answers the first result.
+    assert store.settle("h", 99, "m", NOW, {"tpm": 999}) == SettleResult(25, already=True)
+    assert spent(store, "tpm") == 120
+    assert store.history("tpm") == [(W, 120)]
+
+
+def test_settle_without_actuals_records_actual_on_every_line(store: Store) -> None:
+    store.reserve("h", [line("a", 100), own("b", 10, 3)], 40, EXP, NOW)
+    store.settle("h", 7, None, NOW)
+    assert (spent(store, "a"), spent(store, "b"), held(store, "b")) == (7, 7, 0)
+
+
+def test_a_slot_settled_at_zero_is_free_again(store: Store) -> None:
+    for i in range(3):
+        store.reserve(f"s{i}", [own("slots", 3, 1)], 0, EXP, NOW)
+    assert store.reserve("s3", [own("slots", 3, 1)], 0, EXP, NOW) == Refusal(0, 0, 3)
+    store.settle("s0", 0, "m", NOW, {"slots": 0})
+    store.release("s1", NOW)
+    assert (spent(store, "slots"), held(store, "slots")) == (0, 1)
+    assert store.reserve("s3", [own("slots", 3, 1)], 0, EXP, NOW) is None
+    assert store.reserve("s4", [own("slots", 3, 1)], 0, EXP, NOW) is None
+    assert store.reserve("s5", [own("slots", 3, 1)], 0, EXP, NOW) == Refusal(0, 0, 3)
+
+
+def test_line_amounts_expire_and_are_purged_exactly(store: Store) -> None:
+    store.reserve("h", [line("usd", 100), own("tpm", 1000, 900)], 60, NOW + 10, NOW)
+    later = NOW + 10
+    assert (held(store, "usd", later), held(store, "tpm", later)) == (0, 0)
+    assert store.reserve("h2", [own("tpm", 1000, 1000)], 0, EXP, later) is None
+    store.purge(later, 0)
+    assert (held(store, "usd", later), held(store, "tpm", later)) == (0, 1000)
+    # A late settle of the purged hold is unknown; the live one still settles its count.
+    with pytest.raises(UnknownHoldError):
+        store.settle("h", 60, None, later, {"tpm": 900})
+    assert store.settle("h2", 0, None, later, {"tpm": 800}).actual == 0
+    assert (spent(store, "tpm", later), held(store, "tpm", later)) == (800, 0)
+
+
+def test_late_settles_record_their_actuals(store: Store) -> None:
+    store.reserve("gone", [line("usd", 100), own("rpm", 10, 1)], 50, NOW + 1, NOW)
+    store.reserve("freed", [line("usd", 100), own("rpm", 10, 1)], 50, EXP, NOW)
+    store.release("freed", NOW)
+    late = NOW + 3600
+    store.settle("gone", 30, None, late, {"rpm": 1})
+    store.settle("freed", 20, None, late, {"rpm": 1})
+    assert (spent(store, "usd"), spent(store, "rpm")) == (50, 2)
+    assert (held(store, "usd"), held(store, "rpm")) == (0, 0)
+
+
+def test_reserve_again_with_the_same_line_amounts_changes_nothing(store: Store) -> None:
+    lines = [line("usd", 100), own("rpm", 10, 1), own("tpm", 1000, 300)]
+    assert store.reserve("h", lines, 40, EXP, NOW) is None
+    assert store.reserve("h", lines[::-1], 40, EXP, NOW) is None
+    # A line amount equal to the reserve's is the same reservation as none at all.
+    assert store.reserve("h", [own("usd", 100, 40), *lines[1:]], 40, EXP, NOW) is None
+    assert [held(store, s) for s in ("usd", "rpm", "tpm")] == [40, 1, 300]
+    for other in (
+        [line("usd", 100), own("rpm", 10, 2), own("tpm", 1000, 300)],  # another count
+        [line("usd", 100), line("rpm", 10), own("tpm", 1000, 300)],  # the reserve's amount
+        [line("usd", 100), own("rpm", 10, 1), own("tpm", 1000, 301)],
+    ):
+        with pytest.raises(InvalidInputError):
+            store.reserve("h", other, 40, EXP, NOW)
+    assert [held(store, s) for s in ("usd", "rpm", "tpm")] == [40, 1, 300]
+
+
+def test_line_amounts_and_actuals_past_int64_are_refused(store: Store) -> None:
+    store.charge([line("tpm")], MAX - 10, None, NOW)
+    with pytest.raises(CounterOverflowError):
+        store.reserve("h1", [line("usd", 100), own("tpm", None, 11)], 1, EXP, NOW)
+    assert (held(store, "usd"), held(store, "tpm")) == (0, 0)
+    assert store.reserve("h2", [line("usd", 100), own("tpm", None, 10)], 1, EXP, NOW) is None
+    with pytest.raises(CounterOverflowError):
+        store.settle("h2", 1, "m", NOW, {"tpm": 11})
+    assert (spent(store, "usd"), held(store, "tpm")) == (0, 10)
+    assert store.settle("h2", 1, "m", NOW, {"tpm": 10}) == SettleResult(1, already=False)
+    assert spent(store, "tpm") == MAX
+
+
+def test_bad_line_amounts_and_actuals_are_refused(store: Store) -> None:
+    for amount in (-1, MAX + 1, True, 1.0):
+        with pytest.raises(InvalidInputError):
+            store.reserve("h", [own("a", 10, amount)], 1, EXP, NOW)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):  # a charge has one amount
+        store.charge([own("a", None, 1)], 1, None, NOW)
+    store.reserve("h", [own("a", 10, 1)], 1, EXP, NOW)
+    for actuals in ({"a": -1}, {"a": 1.5}, {"": 1}, {"a\x00": 1}, [("a", 1)]):
+        with pytest.raises(InvalidInputError):
+            store.settle("h", 1, None, NOW, actuals)  # type: ignore[arg-type]
+    assert (spent(store, "a"), held(store, "a")) == (0, 1)
+
+
 # -- charge, models, exact sums ---------------------------------------------------------------
 
 
@@ -589,6 +717,23 @@ def test_budget_records_round_trip_exactly(store: Store) -> None:
     for record in records:
         store.put_budget(record)
     assert store.get_budgets(["x", "y", "z"]) == records
+
+
+def test_budget_records_keep_their_unit(store: Store) -> None:
+    records = [
+        BudgetRecord("rpm", 10, "1m", unit="requests"),
+        BudgetRecord("tpd", 2**63 - 1, "daily", "Europe/Paris", unit="tokens"),
+        BudgetRecord("slots", 3, None, unit="concurrent"),
+        BudgetRecord("usd", 5, None),
+    ]
+    for record in records:
+        store.put_budget(record)
+    assert store.get_budgets(["rpm", "tpd", "slots", "usd"]) == records
+    assert store.list_budgets("") == sorted(records, key=lambda r: r.scope)
+    assert records[3].unit == "usd"
+    with pytest.raises(InvalidInputError, match="unit"):
+        store.put_budget(BudgetRecord("bad", 1, None, unit="euros"))  # type: ignore[arg-type]
+    assert store.get_budgets(["bad"]) == [None]
 
 
 def test_list_budgets_by_prefix_with_awkward_scopes(store: Store) -> None:
@@ -1093,6 +1238,78 @@ def test_postgres_migrations_are_versioned_and_safe_to_run_concurrently(
         for store in opened:
             store.close()
         storekit.drop_postgres_schema(schema)
+
+
+def test_postgres_holds_and_budgets_of_the_previous_schema_keep_working(tmp_path: Path) -> None:
+    # Schema version 4: no budget units; holds reserved by the previous version's function.
+    import psycopg
+    from psycopg import sql
+
+    from llmbudget.stores.postgres import _MIGRATIONS, PostgresStore
+
+    schema = storekit.isolation_name(tmp_path) + "_old"
+    try:
+        conn = psycopg.connect(storekit.POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        storekit.unavailable("postgres", str(exc))
+    try:
+        with conn:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            conn.execute(
+                "CREATE TABLE schema_version (version integer PRIMARY KEY, "
+                "applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for number, script in enumerate(_MIGRATIONS[:4], start=1):
+                conn.execute(script)
+                conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
+            conn.execute("INSERT INTO budgets VALUES ('u', 7, NULL, 'UTC', false, 0, 0)")
+            conn.execute(
+                "SELECT llmbudget_reserve('old', ARRAY['u', 't'], ARRAY[%s, %s]::bigint[], "
+                "ARRAY[100, NULL]::bigint[], 40, %s, %s)",
+                (W, W, EXP, NOW),
+            )
+        store = PostgresStore(storekit.with_query(storekit.POSTGRES_URL, schema=schema))
+        try:
+            assert store.get_budgets(["u"]) == [BudgetRecord("u", 7, None)]
+            assert store.reserve("old", [line("u", 100), line("t")], 40, EXP, NOW) is None
+            with pytest.raises(InvalidInputError):
+                store.reserve("old", [line("u", 100), Line("t", W, None, 1)], 40, EXP, NOW)
+            assert (
+                store.reserve("new", [line("u", 100), Line("t", W, None, 1)], 60, EXP, NOW) is None
+            )
+            assert (held(store, "u"), held(store, "t")) == (100, 41)
+            store.settle("old", 30, "m", NOW, {"t": 2})
+            assert (spent(store, "u"), spent(store, "t")) == (30, 2)
+        finally:
+            store.close()
+    finally:
+        storekit.drop_postgres_schema(schema)
+
+
+def test_redis_holds_of_the_previous_layout_keep_working(redis_store: Any) -> None:
+    # A hold written before lines had amounts of their own: no a<i> fields.
+    import redis
+
+    ops = redis_store._ops
+    raw = redis.Redis.from_url(storekit.REDIS_URL)
+    try:
+        fields = {"s": "h", "a": 40, "e": EXP, "n": 2, "c1": "u", "w1": W, "c2": "t", "w2": W}
+        raw.hset(ops.k_hold("old"), mapping=fields)
+        for scope in ("u", "t"):
+            raw.zadd(ops.k_held(scope, W), {"40:old": EXP})
+            raw.set(ops.k_heldsum(scope, W), 40)
+        raw.zadd(ops.k_holds, {"old": EXP})
+        raw.zadd(ops.k_active, {"old": EXP})
+    finally:
+        raw.close()
+    assert redis_store.reserve("old", [line("u", 100), line("t")], 40, EXP, NOW) is None
+    assert redis_store.reserve("new", [line("u", 100), Line("t", W, None, 1)], 60, EXP, NOW) is None
+    assert (held(redis_store, "u"), held(redis_store, "t")) == (100, 41)
+    assert redis_store.release("old", NOW) is True
+    assert (held(redis_store, "u"), held(redis_store, "t")) == (60, 1)
+    redis_store.settle("new", 50, None, NOW, {"t": 1})
+    assert (spent(redis_store, "u"), spent(redis_store, "t"), held(redis_store, "t")) == (50, 1, 0)
 
 
 def test_postgres_schemas_isolate_stores(postgres_store: Any, tmp_path: Path) -> None:

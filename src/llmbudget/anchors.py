@@ -15,6 +15,8 @@ has in the store, or each process and each run would count spend in windows of i
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from llmbudget.budgets import Budget
 from llmbudget.ledger import Ledger
 
@@ -32,7 +34,7 @@ def anchor(ledger: Ledger, budget: Budget) -> Budget:
     would start again from $0). The first definer wins: a stored definition keeps its
     ``created_at``; when there is none, an insert-if-absent document settles races between
     processes defining it at once. The definition is (re)written, keeping that
-    ``created_at``, when it is new or its limit or period changed."""
+    ``created_at``, when it is new or its limit, period or unit changed."""
     store = ledger.store
     existing = store.get_budgets([budget.scope])[0]
     if existing is not None:
@@ -44,8 +46,12 @@ def anchor(ledger: Ledger, budget: Budget) -> Budget:
             created_at = float(doc.get("created_at", budget.created_at))
         except (TypeError, ValueError):
             created_at = budget.created_at
-    anchored = Budget(budget.scope, budget.limit, budget.period, created_at)
+    anchored = replace(budget, created_at=created_at)
     stored = None if existing is None else Budget.from_record(existing)
-    if stored is None or (stored.limit, stored.period) != (anchored.limit, anchored.period):
+    if stored is None or (stored.limit, stored.period, stored.unit) != (
+        anchored.limit,
+        anchored.period,
+        anchored.unit,
+    ):
         ledger.define(anchored)
     return anchored

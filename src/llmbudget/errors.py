@@ -3,7 +3,8 @@
 ::
 
     LLMBudgetError
-     ├── BudgetExceededError          a reserve would pass a limit (scope, limit, spent, held, resets_at)
+     ├── BudgetExceededError          a reserve would pass a limit (scope, limit, spent, held,
+     │                                resets_at, unit: dollars or a rate limit's count)
      ├── InvalidInputError (ValueError)
      │    ├── InvalidAmountError      NaN, infinity, negative, bool, not a number, too precise
      │    │    └── CounterOverflowError   a sum a store counter cannot hold (past int64)
@@ -31,6 +32,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmbudget.units import Unit
 
 __all__ = [
     "BudgetExceededError",
@@ -63,13 +68,17 @@ class BudgetExceededError(LLMBudgetError):
 
     Carries who was over (``scope``), the ``limit``, what is ``spent`` and ``held`` in the
     current window, the ``requested`` amount and when the window resets (``resets_at``,
-    ``None`` for a lifetime budget).
+    ``None`` for a lifetime budget), all in the budget's ``unit``: dollars (``"usd"``), or
+    a count of ``"requests"``, ``"tokens"`` or ``"concurrent"`` calls for a rate limit.
 
     >>> try:
     ...     raise BudgetExceededError("user:1", Decimal("1"), Decimal("0.95"), Decimal("0"), Decimal("0.1"))
     ... except BudgetExceededError as e:
     ...     print(e.scope, e.remaining)
     user:1 0.05
+    >>> print(BudgetExceededError("rpm:k", Decimal(10), Decimal(10), Decimal(0), Decimal(1),
+    ...                           unit="requests"))
+    rate limit exceeded for rpm:k: limit 10 requests, used 10, held 0, requested 1
     """
 
     def __init__(
@@ -81,6 +90,8 @@ class BudgetExceededError(LLMBudgetError):
         requested: Decimal,
         resets_at: datetime | None = None,
         message: str | None = None,
+        *,
+        unit: Unit = "usd",
     ) -> None:
         self.scope = scope
         self.limit = limit
@@ -88,13 +99,22 @@ class BudgetExceededError(LLMBudgetError):
         self.held = held
         self.requested = requested
         self.resets_at = resets_at
+        self.unit = unit
         if message is None:
-            money = self.to_dict()
-            when = f"; resets at {money['resets_at']}" if resets_at else ""
-            message = (
-                f"budget exceeded for {scope}: limit ${money['limit']}, spent ${money['spent']}, "
-                f"held ${money['held']}, requested ${money['requested']}{when}"
-            )
+            fields = self.to_dict()
+            when = f"; resets at {fields['resets_at']}" if resets_at else ""
+            if unit == "usd":
+                message = (
+                    f"budget exceeded for {scope}: limit ${fields['limit']}, "
+                    f"spent ${fields['spent']}, held ${fields['held']}, "
+                    f"requested ${fields['requested']}{when}"
+                )
+            else:
+                message = (
+                    f"rate limit exceeded for {scope}: limit {fields['limit']} {unit}, "
+                    f"used {fields['spent']}, held {fields['held']}, "
+                    f"requested {fields['requested']}{when}"
+                )
         super().__init__(message)
 
     @property
@@ -103,15 +123,20 @@ class BudgetExceededError(LLMBudgetError):
         return max(Decimal(0), self.limit - self.spent - self.held)
 
     def to_dict(self) -> dict[str, str | None]:
-        """JSON-friendly fields: money as plain decimal strings (exact, never ``6E-8``)."""
-        from llmbudget.money import format_money  # here: money.py imports this module
+        """JSON-friendly fields: money as plain decimal strings (exact, never ``6E-8``),
+        counts as whole numbers, and the ``unit`` they are in."""
+        from llmbudget.units import format_amount  # here: units.py imports this module
+
+        def text(value: Decimal) -> str:
+            return format_amount(value, self.unit)
 
         return {
             "scope": self.scope,
-            "limit": format_money(self.limit),
-            "spent": format_money(self.spent),
-            "held": format_money(self.held),
-            "requested": format_money(self.requested),
+            "unit": self.unit,
+            "limit": text(self.limit),
+            "spent": text(self.spent),
+            "held": text(self.held),
+            "requested": text(self.requested),
             "resets_at": self.resets_at.isoformat() if self.resets_at else None,
         }
 

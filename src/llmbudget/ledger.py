@@ -13,6 +13,13 @@
 Holds expire (``hold_ttl``): a process that dies mid-call stops blocking its budget once
 the hold expires. A settle that arrives later still records its spend.
 
+Rate limits are budgets in other units (:mod:`llmbudget.units`) in the same reserve: the
+call says how many requests, tokens and slots it takes (``counts``), each budget holds
+its own amount, and the reserve is still all or nothing::
+
+    rpm = Budget.of("rpm:key:k1", 10, "1m", unit="requests")
+    hold = ledger.reserve([user_budget, rpm], worst_case, counts={"requests": 1})
+
 Each operation is written once, as a *plan*: a generator that yields the store calls it
 needs and receives their results (see :mod:`llmbudget.plans`). :class:`Ledger` runs
 plans against a :class:`Store`; :class:`AsyncLedger` awaits them against an
@@ -23,7 +30,7 @@ logic of its own.
 >>> ledger = Ledger("memory://")
 >>> alice = Budget.of("user:alice", 1, "daily")
 >>> with ledger.hold([alice], "0.25") as h:
-...     h.settle("0.10", model="gpt-4o")
+...     _ = h.settle("0.10", model="gpt-4o")
 >>> ledger.status(alice).spent
 Decimal('0.1')
 """
@@ -41,16 +48,27 @@ from typing import Any
 from llmbudget import operations as ops
 from llmbudget.budgets import Budget, BudgetStatus
 from llmbudget.clock import Clock, system_clock
-from llmbudget.errors import BudgetExceededError
+from llmbudget.errors import BudgetExceededError, InvalidInputError
 from llmbudget.money import MoneyLike, cost_to_units, from_units
 from llmbudget.periods import Period, Window
 from llmbudget.plans import Plan, run_async, run_sync
 from llmbudget.stores import open_store
 from llmbudget.stores.base import AsyncStore, BudgetRecord, Refusal, SettleResult, Store, Usage
 from llmbudget.stores.base import validate_lines as _validate_lines
+from llmbudget.units import Unit, check_counts
 from llmbudget.validation import check_id, check_ttl
 
-__all__ = ["AsyncLedger", "Hold", "HoldHandle", "Ledger", "LedgerPlans", "LogRecord", "new_hold_id"]
+__all__ = [
+    "AsyncLedger",
+    "Counts",
+    "Hold",
+    "HoldHandle",
+    "Ledger",
+    "LedgerPlans",
+    "LogRecord",
+    "new_hold_id",
+    "settle_counts",
+]
 
 #: ``(kind, at, data)`` of a log entry appended in the same trip as a settle or release.
 LogRecord = tuple[str, float, Mapping[str, Any]]
@@ -62,15 +80,25 @@ _CARRY_WINDOWS = 400
 _WINDOW_CACHE = 100_000
 
 
+#: What a call takes of each counted unit: ``{"requests": 1, "tokens": 900, "concurrent": 1}``.
+Counts = Mapping[str, int]
+
+
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """A reservation: ``amount`` dollars held on ``scopes`` until settled, released or expired."""
+    """A reservation: ``amount`` dollars held on ``scopes`` until settled, released or expired.
+
+    ``units[i]`` is the unit of ``scopes[i]`` and ``held[i]`` what that scope holds, as
+    stores keep it (nano-dollars for ``usd``, else the count), so that a settle can record
+    each scope in its own unit. Settle such a hold with this object, not its id."""
 
     id: str
     amount: Decimal
     scopes: tuple[str, ...]
     expires_at: float
     resets_at: tuple[float | None, ...] = field(default=(), compare=False)
+    units: tuple[Unit, ...] = ()
+    held: tuple[int, ...] = ()
 
 
 class LedgerPlans:
@@ -116,14 +144,21 @@ class LedgerPlans:
         amount: MoneyLike,
         ttl: float | None = None,
         hold_id: str | None = None,
+        counts: Counts | None = None,
     ) -> Plan[Hold]:
+        """Hold ``amount`` dollars on the ``usd`` budgets and ``counts[unit]`` on each
+        budget in another unit, all at once or not at all. A budget whose unit has no
+        count in ``counts`` is refused (:class:`~llmbudget.errors.InvalidInputError`):
+        a call must say how many requests, tokens or slots it takes."""
         now = self.clock()
         units = cost_to_units(amount, what="reserve amount")
+        taken = check_counts(counts)
         ttl = check_ttl(self.hold_ttl if ttl is None else ttl)
         if hold_id is not None:
             check_id(hold_id)
         windows = [self.window(b, now) for b in budgets]
-        lines = [b.line(w) for b, w in zip(budgets, windows, strict=True)]
+        own = [_line_amount(b, taken) for b in budgets]
+        lines = [b.line(w, a) for b, w, a in zip(budgets, windows, own, strict=True)]
         _validate_lines(lines, units)
         if now >= self._next_purge:
             # Opportunistic clean-up, so a library user needs no background job.
@@ -135,6 +170,8 @@ class LedgerPlans:
             scopes=tuple(b.scope for b in budgets),
             expires_at=now + ttl,
             resets_at=tuple(w.end for w in windows),
+            units=tuple(b.unit for b in budgets),
+            held=tuple(line.amount_or(units) for line in lines),
         )
         refusal: Refusal | None = yield ops.Reserve(
             self.store, hold.id, lines, units, hold.expires_at, now
@@ -145,10 +182,11 @@ class LedgerPlans:
             raise BudgetExceededError(
                 scope=budget.scope,
                 limit=budget.limit,
-                spent=from_units(refusal.spent),
-                held=from_units(refusal.held),
-                requested=hold.amount,
+                spent=budget.amount(refusal.spent),
+                held=budget.amount(refusal.held),
+                requested=budget.amount(hold.held[refusal.index]),
                 resets_at=windows[refusal.index].end_datetime(budget.period.zone),
+                unit=budget.unit,
             )
         return hold
 
@@ -158,14 +196,24 @@ class LedgerPlans:
         actual: MoneyLike,
         model: str | None = None,
         log: LogRecord | None = None,
+        counts: Counts | None = None,
     ) -> Plan[Decimal]:
         """Settle; with ``log``, append that entry in the same trip to the store.
+
+        Each scope records in its own unit: ``actual`` dollars on ``usd`` scopes;
+        ``counts[unit]`` on the others, else what the scope held (a call that cannot say
+        what it used counts as reserved); always 0 on ``concurrent`` scopes, whose slot is
+        free once the hold ends (see :func:`settle_counts`).
 
         The entry is appended even when the store says the hold was already settled: that
         is a retry of a settle whose append failed, and skipping it would lose the entry
         (written at least once; entries carry an ``id`` for readers to deduplicate)."""
         units = cost_to_units(actual, what="actual cost")
-        settle = ops.Settle(self.store, _hold_id(hold), units, model, self.clock())
+        used = check_counts(counts)
+        if isinstance(hold, str) and used:
+            raise InvalidInputError("settling counts needs the Hold (it knows each scope's unit)")
+        actuals = settle_counts(hold, used) if isinstance(hold, Hold) else None
+        settle = ops.Settle(self.store, _hold_id(hold), units, model, self.clock(), actuals)
         if log is None:
             result: SettleResult = yield settle
         else:
@@ -192,6 +240,12 @@ class LedgerPlans:
         units = cost_to_units(amount, what="charge amount")
         if charge_id is not None:
             check_id(charge_id, "charge id")
+        for budget in budgets:
+            if budget.unit != "usd":
+                raise InvalidInputError(
+                    f"a charge records dollars; {budget.scope!r} counts {budget.unit} "
+                    "(reserve and settle a call to count it)"
+                )
         lines = [b.line(self.window(b, now)) for b in budgets]
         _validate_lines(lines, units)
         yield ops.Charge(self.store, lines, units, model, now, charge_id)
@@ -204,11 +258,12 @@ class LedgerPlans:
         return BudgetStatus(
             scope=budget.scope,
             limit=budget.limit,
-            spent=from_units(usage.spent),
-            held=from_units(usage.held),
+            spent=budget.amount(usage.spent),
+            held=budget.amount(usage.held),
             window_start=window.start_datetime(budget.period.zone),
             resets_at=window.end_datetime(budget.period.zone),
-            by_model={m: from_units(u) for m, u in sorted(usage.by_model.items())},
+            by_model={m: budget.amount(u) for m, u in sorted(usage.by_model.items())},
+            unit=budget.unit,
         )
 
     def reset(self, budget: Budget) -> Plan[None]:
@@ -217,7 +272,7 @@ class LedgerPlans:
     def history(self, budget: Budget, limit: int) -> Plan[list[tuple[datetime, Decimal]]]:
         rows: list[tuple[int, int]] = yield ops.History(self.store, budget.scope, limit)
         zone = budget.period.zone
-        return [(datetime.fromtimestamp(w, zone), from_units(s)) for w, s in rows]
+        return [(datetime.fromtimestamp(w, zone), budget.amount(s)) for w, s in rows]
 
     def purge(self) -> Plan[int]:
         removed: int = yield ops.Purge(self.store, self.clock(), self.retention)
@@ -226,9 +281,15 @@ class LedgerPlans:
     def define(self, budget: Budget) -> Plan[Budget]:
         now = self.clock()
         found: list[BudgetRecord | None] = yield ops.GetBudgets(self.store, [budget.scope])
-        yield ops.PutBudget(self.store, budget.to_record(now))
         # A stored record that cannot be used is replaced, with nothing to carry.
         old = Budget.readable(found[0])
+        # A scope's spend is in one unit: dollars counted as requests would be nonsense.
+        if old is not None and old.unit != budget.unit:
+            raise InvalidInputError(
+                f"{budget.scope!r} is a budget in {old.unit}; a budget in {budget.unit} "
+                "needs a scope of its own"
+            )
+        yield ops.PutBudget(self.store, budget.to_record(now))
         if old is None or (old.period, old.created_at) == (budget.period, budget.created_at):
             return budget
         # The windows were laid out anew (another period, timezone or anchor). Spend is
@@ -263,6 +324,37 @@ class LedgerPlans:
 def new_hold_id() -> str:
     """A fresh hold id: 128 random bits, hex (the one scheme every door uses)."""
     return os.urandom(16).hex()
+
+
+def _line_amount(budget: Budget, counts: Mapping[Unit, int]) -> int | None:
+    """What ``budget``'s line reserves: ``None`` (the dollars of the reserve) for ``usd``,
+    else the call's count in the budget's unit."""
+    if budget.unit == "usd":
+        return None
+    if budget.unit not in counts:
+        raise InvalidInputError(
+            f"{budget.scope!r} limits {budget.unit}: say how many this call takes "
+            f"(counts={{{budget.unit!r}: ...}})"
+        )
+    return counts[budget.unit]
+
+
+def settle_counts(hold: Hold, counts: Mapping[Unit, int]) -> dict[str, int] | None:
+    """The per-scope amounts a settle of ``hold`` records instead of its dollars: for each
+    scope in another unit, 0 for ``concurrent`` (a slot is held, never spent), else
+    ``counts[unit]``, else what the scope held. ``None`` for a hold in dollars only.
+
+    >>> hold = Hold("h", Decimal(1), ("user:a", "rpm:a", "slots:a"), 0.0,
+    ...             units=("usd", "requests", "concurrent"), held=(10**9, 1, 1))
+    >>> settle_counts(hold, {})
+    {'rpm:a': 1, 'slots:a': 0}
+    """
+    actuals = {
+        scope: 0 if unit == "concurrent" else counts.get(unit, held)
+        for scope, unit, held in zip(hold.scopes, hold.units, hold.held, strict=True)
+        if unit != "usd"
+    }
+    return actuals or None
 
 
 def _overlaps(a: Window, b: Window) -> bool:
@@ -300,13 +392,23 @@ class Ledger:
         *,
         ttl: float | None = None,
         hold_id: str | None = None,
+        counts: Counts | None = None,
     ) -> Hold:
-        """Hold ``amount`` on every budget at once, or raise :class:`BudgetExceededError`."""
-        return run_sync(self.plans.reserve(budgets, amount, ttl, hold_id))
+        """Hold ``amount`` on every budget at once, or raise :class:`BudgetExceededError`;
+        budgets in other units hold ``counts[unit]`` (see :meth:`LedgerPlans.reserve`)."""
+        return run_sync(self.plans.reserve(budgets, amount, ttl, hold_id, counts))
 
-    def settle(self, hold: Hold | str, actual: MoneyLike, *, model: str | None = None) -> Decimal:
-        """Record the real cost of a held call (idempotent); returns what was recorded."""
-        return run_sync(self.plans.settle(hold, actual, model))
+    def settle(
+        self,
+        hold: Hold | str,
+        actual: MoneyLike,
+        *,
+        model: str | None = None,
+        counts: Counts | None = None,
+    ) -> Decimal:
+        """Record the real cost of a held call (idempotent); returns what was recorded.
+        Budgets in other units record ``counts`` (see :meth:`LedgerPlans.settle`)."""
+        return run_sync(self.plans.settle(hold, actual, model, None, counts))
 
     def release(self, hold: Hold | str) -> bool:
         """Drop a hold without spend (the call failed); ``False`` if it had already ended."""
@@ -350,10 +452,15 @@ class Ledger:
         return run_sync(self.plans.delete(scope))
 
     def hold(
-        self, budgets: Sequence[Budget], amount: MoneyLike, *, ttl: float | None = None
+        self,
+        budgets: Sequence[Budget],
+        amount: MoneyLike,
+        *,
+        ttl: float | None = None,
+        counts: Counts | None = None,
     ) -> AbstractContextManager[HoldHandle]:
         """Reserve for a ``with`` block; call ``handle.settle(cost)`` once the call returns."""
-        return self.guard(self.reserve(budgets, amount, ttl=ttl))
+        return self.guard(self.reserve(budgets, amount, ttl=ttl, counts=counts))
 
     @contextmanager
     def guard(self, hold: Hold) -> Iterator[HoldHandle]:
@@ -383,8 +490,10 @@ class HoldHandle:
         self.done = False
         self.cost: Decimal | None = None
 
-    def settle(self, actual: MoneyLike, *, model: str | None = None) -> Decimal:
-        self.cost = self.ledger.settle(self.hold, actual, model=model)
+    def settle(
+        self, actual: MoneyLike, *, model: str | None = None, counts: Counts | None = None
+    ) -> Decimal:
+        self.cost = self.ledger.settle(self.hold, actual, model=model, counts=counts)
         self.done = True
         return self.cost
 
@@ -419,13 +528,19 @@ class AsyncLedger:
         *,
         ttl: float | None = None,
         hold_id: str | None = None,
+        counts: Counts | None = None,
     ) -> Hold:
-        return await run_async(self.plans.reserve(budgets, amount, ttl, hold_id))
+        return await run_async(self.plans.reserve(budgets, amount, ttl, hold_id, counts))
 
     async def settle(
-        self, hold: Hold | str, actual: MoneyLike, *, model: str | None = None
+        self,
+        hold: Hold | str,
+        actual: MoneyLike,
+        *,
+        model: str | None = None,
+        counts: Counts | None = None,
     ) -> Decimal:
-        return await run_async(self.plans.settle(hold, actual, model))
+        return await run_async(self.plans.settle(hold, actual, model, None, counts))
 
     async def release(self, hold: Hold | str) -> bool:
         return await run_async(self.plans.release(hold))

@@ -114,9 +114,13 @@ class Settle(StoreOp):
     actual: int
     model: str | None
     now: float
+    #: Per scope, what its lines record instead of ``actual`` (counts beside dollars).
+    actuals: Mapping[str, int] | None = None
 
     def run(self) -> Any:
-        return self.store.settle(self.hold_id, self.actual, self.model, self.now)
+        if self.actuals is None:
+            return self.store.settle(self.hold_id, self.actual, self.model, self.now)
+        return self.store.settle(self.hold_id, self.actual, self.model, self.now, self.actuals)
 
 
 @dataclass(frozen=True, slots=True)

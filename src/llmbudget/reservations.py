@@ -7,6 +7,11 @@ atomic multi-scope reserve per store, and when several stores are involved, one 
 the other, the earlier holds released if a later one is refused. :func:`plan_settle`
 records the real cost on every part, retrying a store that fails (settle is idempotent).
 
+Rate limits ride along: ``counts`` says how many requests, tokens and slots the call
+takes (reserve) and used (settle), and each budget in such a unit holds and records its
+count beside the dollars, in the same atomic reserve (see :meth:`LedgerPlans.reserve
+<llmbudget.ledger.LedgerPlans.reserve>`).
+
 These are plans (see :mod:`llmbudget.plans`): the same code runs under ``run_sync`` and
 ``run_async``.
 
@@ -23,13 +28,13 @@ Decimal('0.2')
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from llmbudget.budgets import Budget
 from llmbudget.errors import StoreError
-from llmbudget.ledger import Hold, LedgerPlans, LogRecord
+from llmbudget.ledger import Counts, Hold, LedgerPlans, LogRecord
 from llmbudget.money import MoneyLike, cost_to_units, from_units
 from llmbudget.plans import Plan, Sleep
 
@@ -66,10 +71,12 @@ class ScopeGroup:
 
 @dataclass(frozen=True, slots=True)
 class MultiHold:
-    """Holds taken for one call, one per store involved."""
+    """Holds taken for one call, one per store involved; ``counts`` is what the call
+    reserved of each counted unit (requests, tokens, slots)."""
 
     amount: Decimal
     parts: tuple[tuple[ScopeGroup, Hold], ...]
+    counts: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -94,14 +101,19 @@ def merge_groups(groups: Sequence[ScopeGroup]) -> list[ScopeGroup]:
 
 
 def plan_reserve(
-    groups: Sequence[ScopeGroup], amount: MoneyLike, *, ttl: float | None = None
+    groups: Sequence[ScopeGroup],
+    amount: MoneyLike,
+    *,
+    ttl: float | None = None,
+    counts: Counts | None = None,
 ) -> Plan[MultiHold]:
-    """Hold ``amount`` on every budget of every group, or on none of them."""
+    """Hold ``amount`` on every budget of every group, or on none of them; budgets in
+    other units hold ``counts[unit]``."""
     exact = from_units(cost_to_units(amount, what="reserve amount"))
     taken: list[tuple[ScopeGroup, Hold]] = []
     try:
         for group in merge_groups(groups):
-            hold = yield from group.plans.reserve(list(group.budgets), exact, ttl)
+            hold = yield from group.plans.reserve(list(group.budgets), exact, ttl, None, counts)
             taken.append((group, hold))
     except BaseException:
         # A later store refused (or failed): give back what the earlier ones granted. A
@@ -112,14 +124,18 @@ def plan_reserve(
             except Exception:
                 log.warning("could not release hold %s; it expires by itself", hold.id)
         raise
-    return MultiHold(exact, tuple(taken))
+    return MultiHold(exact, tuple(taken), dict(counts or {}))
 
 
 def plan_settle(
-    hold: MultiHold, actual: MoneyLike, model: str | None, entry: LogRecord | None = None
+    hold: MultiHold,
+    actual: MoneyLike,
+    model: str | None,
+    entry: LogRecord | None = None,
+    counts: Counts | None = None,
 ) -> Plan[Decimal]:
-    """Record ``actual`` on every part of ``hold``; ``entry`` is appended to the first
-    part's store in the same trip as its settle.
+    """Record ``actual`` on every part of ``hold`` (and ``counts`` on its budgets in other
+    units); ``entry`` is appended to the first part's store in the same trip as its settle.
 
     A store that fails (:class:`StoreError`) is tried again after each pause of
     :data:`SETTLE_RETRY_DELAYS`; the other parts are settled anyway, then the first error
@@ -130,7 +146,7 @@ def plan_settle(
         record = entry if index == 0 else None
         for attempt in range(len(SETTLE_RETRY_DELAYS) + 1):
             try:
-                recorded = yield from group.plans.settle(part, actual, model, record)
+                recorded = yield from group.plans.settle(part, actual, model, record, counts)
                 break
             except StoreError as exc:
                 if attempt == len(SETTLE_RETRY_DELAYS):

@@ -17,7 +17,7 @@
                 └─ error ──► billing.nothing_billed ──► Meter.plan_fail (release or charge)
 
 * :mod:`~llmbudget.metering.calls`: a typed description of a billable request, per API.
-* :mod:`~llmbudget.metering.policy`: worst case and the output cap.
+* :mod:`~llmbudget.metering.policy`: worst case (in dollars and in tokens) and the output cap.
 * :mod:`~llmbudget.metering.forwarding`: the body sent, so the upstream cannot exceed it.
 * :mod:`~llmbudget.metering.watch`: usage, text and finish, from events or bytes.
 * :mod:`~llmbudget.metering.usage`: usage → cost, and the fallbacks when it is missing.
@@ -44,8 +44,10 @@ from llmbudget.metering.policy import (
     DEFAULT_OUTPUT_CAP,
     MIN_OUTPUT_TOKENS,
     affordable_cap,
+    affordable_tokens_cap,
     default_cap,
     worst_case,
+    worst_case_tokens,
 )
 from llmbudget.metering.usage import Charged, charge
 from llmbudget.metering.watch import BodyWatcher, Tracker
@@ -61,6 +63,7 @@ __all__ = [
     "Meter",
     "Tracker",
     "affordable_cap",
+    "affordable_tokens_cap",
     "billed_answer",
     "charge",
     "default_cap",
@@ -71,4 +74,5 @@ __all__ = [
     "not_sent",
     "nothing_billed",
     "worst_case",
+    "worst_case_tokens",
 ]

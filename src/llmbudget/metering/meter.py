@@ -14,6 +14,11 @@ The worst case and the cap follow :mod:`llmbudget.metering.policy`, the charge
 :mod:`llmbudget.metering.billing`, and the holds span every store of ``groups``
 (:mod:`llmbudget.reservations`). The gateway, :func:`llmbudget.completion`, the SDK
 patch and the BudgetManager run these same plans.
+
+Rate limits among the budgets (:mod:`llmbudget.units`) are held in the same reserve: one
+request, the worst case in tokens, one slot; settled with one request, the real tokens
+(by the rules of the charge) and no slot. A refusal by a budget in tokens lowers the cap
+like one in dollars; a refusal in requests or slots cannot be squeezed.
 """
 
 from __future__ import annotations
@@ -27,11 +32,19 @@ from llmbudget.errors import BudgetExceededError, UnknownModelError
 from llmbudget.ledger import LogRecord
 from llmbudget.metering.billing import nothing_billed
 from llmbudget.metering.calls import BillableCall
-from llmbudget.metering.policy import MIN_OUTPUT_TOKENS, affordable_cap, default_cap, worst_case
+from llmbudget.metering.policy import (
+    MIN_OUTPUT_TOKENS,
+    affordable_cap,
+    affordable_tokens_cap,
+    default_cap,
+    worst_case,
+    worst_case_tokens,
+)
 from llmbudget.metering.usage import Charged, charge
 from llmbudget.plans import Plan
 from llmbudget.pricing import ModelPrice, TokenUsage
 from llmbudget.reservations import MultiHold, ScopeGroup, plan_release, plan_reserve, plan_settle
+from llmbudget.units import Unit
 
 __all__ = ["Meter"]
 
@@ -86,6 +99,9 @@ class Meter:
         #: The output cap to forward (``None``: leave the request as it is).
         self.cap: int | None = None
         self.reserved = Decimal(0)
+        #: The worst case in tokens held on budgets in tokens (and settled when the real
+        #: tokens are unknown).
+        self.reserved_tokens = 0
         #: What was charged, once settled (``None`` for an unpriced model).
         self.cost: Decimal | None = None
         self.charged: Charged | None = None
@@ -105,6 +121,12 @@ class Meter:
     def limited(self) -> bool:
         return any(group.limited for group in self.groups)
 
+    def limited_in(self, unit: Unit) -> bool:
+        """Whether a budget in ``unit`` limits this call (``"usd"``, ``"tokens"``...)."""
+        return any(
+            b.limit is not None and b.unit == unit for group in self.groups for b in group.budgets
+        )
+
     @property
     def tokens(self) -> TokenUsage | None:
         return self.charged.tokens if self.charged else None
@@ -120,13 +142,24 @@ class Meter:
     def worst(self, cap: int) -> Decimal:
         return worst_case(self.price, self.call, cap) if self.price else Decimal(0)
 
+    def counts(self, cap: int) -> dict[str, int]:
+        """What the call takes of each counted unit with output ``cap``: one request, its
+        worst case in tokens, one slot."""
+        tokens = worst_case_tokens(self.price, self.call, cap)
+        return {"requests": 1, "tokens": tokens, "concurrent": 1}
+
+    def used(self, charged: Charged) -> dict[str, int]:
+        """What the call used of each counted unit (slots are freed by the ledger)."""
+        return {"requests": 1, "tokens": charged.token_count(self.reserved_tokens)}
+
     # -- plans ---------------------------------------------------------------------------
 
     def plan_open(self) -> Plan[None]:
         """Reserve the worst case on every group, or raise; sets :attr:`cap`."""
         call = self.call
+        money_limited = self.limited_in("usd")
         if not self.priced:
-            if self.limited and self.unknown is not None:
+            if money_limited and self.unknown is not None:
                 raise self.unknown  # a limit applies and the cost cannot be bounded
             if self.label not in _warned_unpriced:
                 _warned_unpriced.add(self.label)
@@ -138,14 +171,18 @@ class Meter:
         explicit = call.requested_cap is not None
         cap = call.requested_cap or default_cap(self.price, call, self.configured_cap)
         # Rules 2 and 3 of the policy: a cap is forwarded when something limits the call
-        # and output costs money (or the API demands a cap); tracking alone, or free
-        # output, changes nothing in the request.
+        # and output costs money, or tokens are limited (or the API demands a cap);
+        # tracking alone, or free output, changes nothing in the request.
         costly = self.price is not None and self.worst(1) > self.worst(0)
-        send = call.has_output and (explicit or call.requires_cap or (self.limited and costly))
+        bounded = (money_limited and costly) or self.limited_in("tokens")
+        send = call.has_output and (explicit or call.requires_cap or bounded)
         for attempt in range(_ATTEMPTS):
-            amount = self.worst(cap if call.has_output else 0)
+            output = cap if call.has_output else 0
+            counts = self.counts(output)
             try:
-                self.hold = yield from plan_reserve(self.groups, amount, ttl=self.ttl)
+                self.hold = yield from plan_reserve(
+                    self.groups, self.worst(output), ttl=self.ttl, counts=counts
+                )
             except BudgetExceededError as exc:
                 lowered = self._lowered(exc, cap) if not explicit and send else None
                 if lowered is None or attempt == _ATTEMPTS - 1:
@@ -154,13 +191,20 @@ class Meter:
                 continue
             self.cap = cap if send else None
             self.reserved = self.hold.amount
+            self.reserved_tokens = counts["tokens"]
             return
 
     def _lowered(self, refusal: BudgetExceededError, cap: int) -> int | None:
-        """The cap the refusing budget can still pay, or ``None`` to refuse the call."""
-        if self.price is None or (self.squeeze is not None and not self.squeeze(refusal.scope)):
+        """The cap the refusing budget can still pay (in dollars or tokens), or ``None``
+        to refuse the call: a request or a slot cannot be made smaller."""
+        if self.squeeze is not None and not self.squeeze(refusal.scope):
             return None
-        fits = affordable_cap(self.price, self.call, refusal.remaining)
+        if refusal.unit == "usd" and self.price is not None:
+            fits = affordable_cap(self.price, self.call, refusal.remaining)
+        elif refusal.unit == "tokens":
+            fits = affordable_tokens_cap(self.price, self.call, int(refusal.remaining))
+        else:
+            return None
         if fits < min(self.min_output_tokens, cap) or fits >= cap:
             return None
         return fits
@@ -205,7 +249,7 @@ class Meter:
         assert charged is not None, "assess() first"
         if self.hold is not None:
             record = self.entry(self, self.status) if self.entry else None
-            yield from plan_settle(self.hold, charged.cost, self.label, record)
+            yield from plan_settle(self.hold, charged.cost, self.label, record, self.used(charged))
         self.cost = charged.cost if self.priced else None
         for observer in self.on_settled:
             observer(self)

@@ -22,6 +22,11 @@ still pay (:func:`affordable_cap`) and the reserve tried again; below
 :data:`MIN_OUTPUT_TOKENS` the call is refused. ``projected_cost`` and
 ``worst_case_cost`` use the same cap.
 
+**In tokens.** A budget in tokens (a rate limit) holds the same worst case counted in
+tokens (:func:`worst_case_tokens`: the prompt, or the whole context window for a prompt
+the server extends, plus ``n × cap``), and a refusal by it lowers the cap the same way
+(:func:`affordable_tokens_cap`).
+
 >>> from decimal import Decimal
 >>> from llmbudget.metering.calls import BillableCall
 >>> from llmbudget.pricing import ModelPrice
@@ -30,6 +35,8 @@ still pay (:func:`affordable_cap`) and the reserve tried again; below
 Decimal('0.002')
 >>> affordable_cap(price, BillableCall("chat", "m", prompt_tokens=1000), Decimal("0.002"))
 500
+>>> worst_case_tokens(price, BillableCall("chat", "m", prompt_tokens=1000, n=2), 500)
+2000
 """
 
 from __future__ import annotations
@@ -43,8 +50,10 @@ __all__ = [
     "DEFAULT_OUTPUT_CAP",
     "MIN_OUTPUT_TOKENS",
     "affordable_cap",
+    "affordable_tokens_cap",
     "default_cap",
     "worst_case",
+    "worst_case_tokens",
 ]
 
 #: Output cap sent when a budget applies, the caller set none, and the model's maximum
@@ -57,10 +66,24 @@ DEFAULT_OUTPUT_CAP = 4096
 MIN_OUTPUT_TOKENS = 1
 
 
-def _prompt(price: ModelPrice, call: BillableCall) -> int:
-    if call.unbounded_prompt and price.context_window:
+def _prompt(price: ModelPrice | None, call: BillableCall) -> int:
+    if call.unbounded_prompt and price is not None and price.context_window:
         return max(call.prompt_tokens, price.context_window)
     return call.prompt_tokens
+
+
+def worst_case_tokens(price: ModelPrice | None, call: BillableCall, cap: int) -> int:
+    """Most tokens ``call`` can use with at most ``cap`` output tokens per choice: the
+    prompt (the whole context window when the server may extend it) plus ``n × cap``.
+    ``price`` only supplies the context window (``None``: unknown)."""
+    return _prompt(price, call) + (cap * call.n if call.has_output else 0)
+
+
+def affordable_tokens_cap(price: ModelPrice | None, call: BillableCall, room: int) -> int:
+    """Largest per-choice output cap whose worst case fits in ``room`` tokens (0: none)."""
+    if not call.has_output:
+        return 0
+    return max(0, (room - _prompt(price, call)) // call.n)
 
 
 def worst_case(price: ModelPrice, call: BillableCall, cap: int) -> Decimal:

@@ -52,6 +52,17 @@ class Charged:
     def estimated(self) -> bool:
         return self.source != "upstream"
 
+    def token_count(self, reserved: int) -> int:
+        """The tokens to settle on a budget in tokens, by the same three rules: input plus
+        output of the usage or of the counted text, else ``reserved`` (the worst case).
+
+        >>> Charged(Decimal(0), TokenUsage(input_tokens=10, output_tokens=5), "counted").token_count(99)
+        15
+        """
+        if self.tokens is None:
+            return reserved
+        return self.tokens.input_tokens + self.tokens.output_tokens
+
 
 def charge(
     price: ModelPrice | None,

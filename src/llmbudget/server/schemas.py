@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from llmbudget.errors import InvalidInputError
+from llmbudget.units import Unit
 from llmbudget.validation import (
     INT64_MAX,
     INT64_MIN,
@@ -306,6 +307,9 @@ class LineIO(_Body):
     scope: Scope
     window: Int64
     limit: Units | None = None
+    amount: Units | None = Field(
+        None, description="What this line reserves (default: the operation's amount)."
+    )
 
 
 class RefusalOut(BaseModel):
@@ -331,6 +335,9 @@ class StoreSettleIn(_Body):
     actual: Units
     model: StoreModel | None = None
     now: Epoch
+    actuals: Annotated[dict[Scope, Units], Field(max_length=64)] | None = Field(
+        None, description="Per scope, what its lines record instead of actual."
+    )
 
 
 class StoreSettleOut(BaseModel):
@@ -405,6 +412,7 @@ class RecordIO(_Body):
     rolling: StrictBool = False
     created_at: Epoch = 0.0
     updated_at: Epoch = 0.0
+    unit: Unit = "usd"
 
 
 class StorePutBudgetIn(_Body):
@@ -423,6 +431,7 @@ class RecordOut(BaseModel):
     rolling: bool
     created_at: float
     updated_at: float
+    unit: Unit = "usd"
 
 
 class StoreRecordsOut(BaseModel):

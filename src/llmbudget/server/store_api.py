@@ -4,7 +4,8 @@ This is what :class:`~llmbudget.stores.http.HttpStore` speaks, so a
 ``BudgetManager(client_type="hosted")`` runs its usual :class:`~llmbudget.ledger.Ledger`
 on the client while every operation is one atomic call into the server's store: two app
 servers behind a load balancer can never lose each other's updates. Money is integer
-nano-dollars, windows are integer keys. All endpoints are ``POST`` with a JSON body.
+nano-dollars (or a count, for a budget in requests, tokens or slots), windows are
+integer keys. All endpoints are ``POST`` with a JSON body.
 
 Times come from the **server's** clock, never the client's: ``reserve``, ``settle``,
 ``release``, ``charge``, ``usage`` and ``purge`` accept a ``now`` (for compatibility) but
@@ -18,7 +19,9 @@ for a single client whose clock is the server's, or for tests that drive time).
 
 ==============================  ==========================================================
 ``/v1/store/reserve``           ``{hold_id, lines, amount, expires_at, now}`` → ``{refusal}``
-``/v1/store/settle``            ``{hold_id, actual, model, now}`` → ``{actual, already}``
+                                (a line may carry its own ``amount``)
+``/v1/store/settle``            ``{hold_id, actual, model, now, actuals}`` →
+                                ``{actual, already}`` (``actuals``: scope → amount)
 ``/v1/store/release``           ``{hold_id, now}`` → ``{released}``
 ``/v1/store/charge``            ``{lines, amount, model, now, charge_id}`` → ``{recorded}``
 ``/v1/store/usage``             ``{scope, window, now}`` → ``{spent, held, by_model}``
@@ -104,7 +107,7 @@ _HOLD_404: dict[int | str, dict[str, Any]] = {
 
 
 def _lines(lines: list[LineIO]) -> list[Line]:
-    return [Line(line.scope, line.window, line.limit) for line in lines]
+    return [Line(line.scope, line.window, line.limit, line.amount) for line in lines]
 
 
 def _now(state: ServerState, client_now: float) -> float:
@@ -132,6 +135,7 @@ def record_out(record: BudgetRecord) -> RecordOut:
         rolling=record.rolling,
         created_at=record.created_at,
         updated_at=record.updated_at,
+        unit=record.unit,
     )
 
 
@@ -144,6 +148,7 @@ def record_in(record: RecordIO) -> BudgetRecord:
         rolling=record.rolling,
         created_at=float(record.created_at),
         updated_at=float(record.updated_at),
+        unit=record.unit,
     )
 
 
@@ -167,10 +172,14 @@ def store_reserve(request: Request, body: StoreReserveIn) -> StoreReserveOut:
 @store_router.post("/settle", response_model=StoreSettleOut, responses=_HOLD_404)
 def store_settle(request: Request, body: StoreSettleIn) -> StoreSettleOut:
     state = get_state(request)
-    result = state.store.settle(body.hold_id, body.actual, body.model, _now(state, body.now))
+    now = _now(state, body.now)
+    result = state.store.settle(body.hold_id, body.actual, body.model, now, body.actuals)
     scopes = state.metrics.hold_closed(body.hold_id)
+    # Dollars go on a scope that records ``actual``, not on a count's (requests, tokens).
+    money = [scope for scope in scopes if scope not in (body.actuals or {})]
+    if not result.already and money:
+        state.metrics.record_spend(money[0], result.actual / 1e9)
     if not result.already and scopes:
-        state.metrics.record_spend(scopes[0], result.actual / 1e9)
         state.alerts.notify(scopes)
     return StoreSettleOut(actual=result.actual, already=result.already)
 

@@ -1,30 +1,37 @@
 """The store interface: the few atomic operations every backend implements.
 
-Money here is integer nano-dollars (see :mod:`llmbudget.money`) and time is epoch
-seconds passed in by the caller: stores never read a clock and never compute periods.
-The ledger turns budgets into :class:`Line` s (scope, window key, limit) before calling.
+Amounts here are integers: nano-dollars (see :mod:`llmbudget.money`), or counts for
+budgets in other units (requests, tokens, slots: see :mod:`llmbudget.units`); a store
+never needs to know which. Time is epoch seconds passed in by the caller: stores never
+read a clock and never compute periods. The ledger turns budgets into :class:`Line` s
+(scope, window key, limit, and the line's own amount when it differs) before calling.
 
 Each operation is small enough to be one SQL transaction, one PostgreSQL statement or
 one Redis Lua script. Semantics every store must keep (the conformance suite checks them):
 
 ``reserve(hold_id, lines, amount, expires_at, now)``
     All or nothing: for every line with a limit, ``spent + active holds + amount <= limit``
-    in that line's window, else nothing changes and a :class:`Refusal` names the first
-    line (in the given order) that would go over. Holds whose ``expires_at <= now`` do
-    not count. Reserving again with a ``hold_id`` the store already has changes nothing
+    in that line's window, where a line's amount is its own ``Line.amount`` when set,
+    else the operation's ``amount``; else nothing changes and a :class:`Refusal` names the
+    first line (in the given order) that would go over. Holds whose ``expires_at <= now``
+    do not count. Reserving again with a ``hold_id`` the store already has changes nothing
     and succeeds only if that hold is still held (not settled or released; expiry does
-    not matter) with the same ``amount`` and the same ``(scope, window)`` lines, so a
-    client may retry a reserve whose answer it lost. Any other reuse of a ``hold_id``
-    raises :class:`~llmbudget.errors.InvalidInputError` and changes nothing.
-``settle(hold_id, actual, model, now)``
+    not matter) with the same ``amount`` and the same lines (``(scope, window)`` and each
+    line's amount), so a client may retry a reserve whose answer it lost. Any other reuse
+    of a ``hold_id`` raises :class:`~llmbudget.errors.InvalidInputError` and changes
+    nothing.
+``settle(hold_id, actual, model, now, actuals=None)``
     Records ``actual`` as spend on every line of the hold (in the windows it was reserved
-    in) and ends the hold. Idempotent: settling again records nothing and returns the
-    first result. Settling a released or expired hold still records the spend, because
-    the money was spent. Unknown ids raise :class:`~llmbudget.errors.UnknownHoldError`.
+    in), or ``actuals[scope]`` on the lines of the scopes ``actuals`` names (a hold's
+    lines in other units: requests, tokens; scopes the hold lacks are ignored), and ends
+    the hold. Idempotent: settling again records nothing and returns the first result.
+    Settling a released or expired hold still records the spend, because the money was
+    spent. Unknown ids raise :class:`~llmbudget.errors.UnknownHoldError`.
 ``release(hold_id, now)``
     Ends a hold without spend; ``False`` if it was already settled or released.
 ``charge(lines, amount, model, now, charge_id=None)``
-    Records spend unconditionally (a cost that has already happened) and returns ``True``.
+    Records ``amount`` on every line (lines carry no amount of their own here)
+    unconditionally (a cost that has already happened) and returns ``True``.
     With a ``charge_id`` it is idempotent: charging again under an id the store has seen,
     with the same amount on the same scopes, records nothing and returns ``False`` (the
     window may differ: a retry just after a window boundary is still the same charge), so
@@ -53,10 +60,11 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from llmbudget.errors import CounterOverflowError, InvalidInputError
 from llmbudget.periods import Period
+from llmbudget.units import Unit, check_unit
 from llmbudget.validation import (
     INT64_MAX,
     check_id,
@@ -90,11 +98,21 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Line:
-    """One scope's window in an operation, with its limit in nano-dollars (``None``: no limit)."""
+    """One scope's window in an operation, with its limit (``None``: no limit) and, in a
+    reserve, its own amount (``None``: the operation's), in the scope's units.
+
+    >>> Line("user:a", 0, 10, amount=1).amount
+    1
+    """
 
     scope: str
     window: int
     limit: int | None = None
+    amount: int | None = None
+
+    def amount_or(self, amount: int) -> int:
+        """What this line reserves in an operation of ``amount``."""
+        return amount if self.amount is None else self.amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +149,8 @@ class LogEntry:
 
 @dataclass(frozen=True, slots=True)
 class BudgetRecord:
-    """A stored budget definition. ``limit`` is nano-dollars; ``None`` tracks without limit."""
+    """A stored budget definition. ``limit`` is in ``unit`` (nano-dollars for ``usd``, a
+    count otherwise); ``None`` tracks without limit."""
 
     scope: str
     limit: int | None
@@ -140,6 +159,7 @@ class BudgetRecord:
     rolling: bool = False
     created_at: float = 0.0
     updated_at: float = 0.0
+    unit: Unit = "usd"
 
 
 class Store(ABC):
@@ -164,7 +184,14 @@ class Store(ABC):
     ) -> Refusal | None: ...
 
     @abstractmethod
-    def settle(self, hold_id: str, actual: int, model: str | None, now: float) -> SettleResult: ...
+    def settle(
+        self,
+        hold_id: str,
+        actual: int,
+        model: str | None,
+        now: float,
+        actuals: Mapping[str, int] | None = None,
+    ) -> SettleResult: ...
 
     @abstractmethod
     def release(self, hold_id: str, now: float) -> bool: ...
@@ -254,7 +281,12 @@ class AsyncStore(Protocol):
         self, hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float
     ) -> Refusal | None: ...
     async def settle(
-        self, hold_id: str, actual: int, model: str | None, now: float
+        self,
+        hold_id: str,
+        actual: int,
+        model: str | None,
+        now: float,
+        actuals: Mapping[str, int] | None = None,
     ) -> SettleResult: ...
     async def release(self, hold_id: str, now: float) -> bool: ...
     async def charge(
@@ -298,6 +330,8 @@ def validate_lines(lines: object, amount: object) -> None:
         check_int64(line.window, "window")
         if line.limit is not None:
             check_units(line.limit, "limit")
+        if line.amount is not None:
+            check_units(line.amount, "line amount")
         key = (line.scope, line.window)
         if key in seen:
             raise InvalidInputError(f"scope {line.scope!r} given twice in one operation")
@@ -341,11 +375,19 @@ class Checks:
         check_timestamp(now, "now")
 
     @staticmethod
-    def settle(hold_id: object, actual: object, model: object, now: object) -> None:
+    def settle(
+        hold_id: object, actual: object, model: object, now: object, actuals: object = None
+    ) -> None:
         check_id(hold_id, "hold id")
         check_units(actual, "actual")
         _model(model)
         check_timestamp(now, "now")
+        if actuals is not None:
+            if not isinstance(actuals, Mapping):
+                raise InvalidInputError("actuals must map a scope to an amount")
+            for scope, value in actuals.items():
+                check_name(scope, "scope in actuals")
+                check_units(value, f"actual of {scope!r}")
 
     @staticmethod
     def release(hold_id: object, now: object) -> None:
@@ -357,6 +399,12 @@ class Checks:
         lines: object, amount: object, model: object, now: object, charge_id: object
     ) -> None:
         validate_lines(lines, amount)
+        # validate_lines checked that these are Line objects.
+        if any(line.amount is not None for line in cast(Sequence[Line], lines)):
+            raise InvalidInputError(
+                "a charge records one amount on every line: lines of a "
+                "charge carry no amount of their own"
+            )
         _model(model)
         check_timestamp(now, "now")
         if charge_id is not None:
@@ -386,6 +434,7 @@ class Checks:
         check_name(record.scope, "scope")
         if record.limit is not None:
             check_units(record.limit, "limit")
+        check_unit(record.unit)
         if record.duration is not None and not isinstance(record.duration, str):
             raise InvalidInputError("duration must be a string or None")
         check_name(record.timezone, "timezone")

@@ -55,6 +55,7 @@ from llmbudget.stores.base import (
     Store,
     Usage,
 )
+from llmbudget.units import check_unit
 
 __all__ = ["HttpStore"]
 
@@ -201,11 +202,20 @@ class HttpStore(Store):
             return None
         return Refusal(int(refusal["index"]), int(refusal["spent"]), int(refusal["held"]))
 
-    def settle(self, hold_id: str, actual: int, model: str | None, now: float) -> SettleResult:
-        Checks.settle(hold_id, actual, model, now)
-        out = self._call(
-            "settle", {"hold_id": hold_id, "actual": actual, "model": model, "now": now}
-        )
+    def settle(
+        self,
+        hold_id: str,
+        actual: int,
+        model: str | None,
+        now: float,
+        actuals: Mapping[str, int] | None = None,
+    ) -> SettleResult:
+        Checks.settle(hold_id, actual, model, now, actuals)
+        body: dict[str, Any] = {"hold_id": hold_id, "actual": actual, "model": model, "now": now}
+        if actuals:
+            # Only when there are any: a server of the previous version knows no such field.
+            body["actuals"] = dict(actuals)
+        out = self._call("settle", body)
         return SettleResult(int(out["actual"]), bool(out["already"]))
 
     def release(self, hold_id: str, now: float) -> bool:
@@ -316,12 +326,17 @@ class HttpStore(Store):
         return [LogEntry(float(e["at"]), dict(e["data"])) for e in out["entries"]]
 
 
+# Fields with their default value are left out, so that the operations of budgets in
+# dollars stay readable by a server of the previous version.
 def _line(line: Line) -> dict[str, Any]:
-    return {"scope": line.scope, "window": line.window, "limit": line.limit}
+    out: dict[str, Any] = {"scope": line.scope, "window": line.window, "limit": line.limit}
+    if line.amount is not None:
+        out["amount"] = line.amount
+    return out
 
 
 def _record_json(record: BudgetRecord) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "scope": record.scope,
         "limit": record.limit,
         "duration": record.duration,
@@ -330,6 +345,9 @@ def _record_json(record: BudgetRecord) -> dict[str, Any]:
         "created_at": record.created_at,
         "updated_at": record.updated_at,
     }
+    if record.unit != "usd":
+        out["unit"] = record.unit
+    return out
 
 
 def _record(data: Mapping[str, Any]) -> BudgetRecord:
@@ -341,4 +359,5 @@ def _record(data: Mapping[str, Any]) -> BudgetRecord:
         rolling=bool(data.get("rolling")),
         created_at=float(data.get("created_at") or 0.0),
         updated_at=float(data.get("updated_at") or 0.0),
+        unit=check_unit(data.get("unit") or "usd"),
     )

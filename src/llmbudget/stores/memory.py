@@ -32,6 +32,8 @@ class _Hold:
     lines: tuple[tuple[str, int], ...]
     amount: int
     expires_at: float
+    # What each line holds (its own amount, else the reserve's).
+    amounts: dict[tuple[str, int], int]
     state: str = "held"  # held | settled | released
     actual: int = 0
 
@@ -63,7 +65,7 @@ class MemoryStore(Store):
 
     def _held(self, key: tuple[str, int], now: float) -> int:
         active = self._active.get(key)
-        return sum(h.amount for h in active.values() if h.expires_at > now) if active else 0
+        return sum(h.amounts[key] for h in active.values() if h.expires_at > now) if active else 0
 
     def _deactivate(self, hold_id: str, hold: _Hold) -> None:
         for key in hold.lines:
@@ -73,11 +75,11 @@ class MemoryStore(Store):
                 if not active:
                     del self._active[key]
 
-    def _record(self, keys: Sequence[tuple[str, int]], amount: int, model: str | None) -> None:
+    def _record(self, amounts: Mapping[tuple[str, int], int], model: str | None) -> None:
         # Every counter is checked before the first changes: all or nothing.
-        for scope, window in keys:
+        for (scope, window), amount in amounts.items():
             check_counter(scope, window, self._spent.get((scope, window), 0), amount)
-        for key in keys:
+        for key, amount in amounts.items():
             self._spent[key] += amount
             if model is not None:
                 models = self._by_model[key]
@@ -88,14 +90,14 @@ class MemoryStore(Store):
     ) -> Refusal | None:
         Checks.reserve(hold_id, lines, amount, expires_at, now)
         with self._lock:
+            wanted = {(line.scope, line.window): line.amount_or(amount) for line in lines}
             existing = self._holds.get(hold_id)
             if existing is not None:
                 # A retry of this very reserve: the hold must still be live and identical.
-                wanted = {(line.scope, line.window) for line in lines}
                 if (
                     existing.state != "held"
                     or existing.amount != amount
-                    or set(existing.lines) != wanted
+                    or existing.amounts != wanted
                 ):
                     raise InvalidInputError(
                         f"hold id {hold_id!r} was already used for a different or finished "
@@ -104,25 +106,33 @@ class MemoryStore(Store):
                 return None
             for index, line in enumerate(lines):
                 key = (line.scope, line.window)
-                spent, held = self._spent.get(key, 0), self._held(key, now)
-                check_counter(line.scope, line.window, spent + held, amount)
-                if line.limit is not None and spent + held + amount > line.limit:
+                spent, held, need = self._spent.get(key, 0), self._held(key, now), wanted[key]
+                check_counter(line.scope, line.window, spent + held, need)
+                if line.limit is not None and spent + held + need > line.limit:
                     return Refusal(index, spent, held)
-            keys = tuple((line.scope, line.window) for line in lines)
-            hold = self._holds[hold_id] = _Hold(keys, amount, expires_at)
+            keys = tuple(wanted)
+            hold = self._holds[hold_id] = _Hold(keys, amount, expires_at, wanted)
             for key in keys:
                 self._active[key][hold_id] = hold
             return None
 
-    def settle(self, hold_id: str, actual: int, model: str | None, now: float) -> SettleResult:
-        Checks.settle(hold_id, actual, model, now)
+    def settle(
+        self,
+        hold_id: str,
+        actual: int,
+        model: str | None,
+        now: float,
+        actuals: Mapping[str, int] | None = None,
+    ) -> SettleResult:
+        Checks.settle(hold_id, actual, model, now, actuals)
+        over = actuals or {}
         with self._lock:
             hold = self._holds.get(hold_id)
             if hold is None:
                 raise UnknownHoldError(hold_id)
             if hold.state == "settled":
                 return SettleResult(hold.actual, already=True)
-            self._record(hold.lines, actual, model)
+            self._record({key: over.get(key[0], actual) for key in hold.lines}, model)
             self._deactivate(hold_id, hold)
             hold.state, hold.actual = "settled", actual
             return SettleResult(actual, already=False)
@@ -155,7 +165,7 @@ class MemoryStore(Store):
                 if (seen.amount, seen.scopes) != (amount, scopes):
                     raise charge_conflict(charge_id)
                 return False
-            self._record([(line.scope, line.window) for line in lines], amount, model)
+            self._record({(line.scope, line.window): amount for line in lines}, model)
             if charge_id is not None:
                 self._charges[charge_id] = _Charge(amount, scopes, now)
             return True

@@ -5,16 +5,20 @@ prepended to each), so a check and the writes that follow it run atomically on t
 with no lock and one round trip. Concurrent operations of one process (threads, or tasks
 of one event loop) share round trips: whatever arrives while a batch is on the wire goes
 in the next pipeline (:mod:`llmbudget.stores.pipelining`), each still its own script; on
-a Redis Cluster, where redis-py refuses scripts in pipelines, each goes on its own. Money is integer nano-dollars, added with ``INCRBY`` /
-``HINCRBY`` and compared as decimal strings in Lua (never as floats).
+a Redis Cluster, where redis-py refuses scripts in pipelines, each goes on its own.
+Amounts are integers (nano-dollars, or counts for budgets in requests, tokens or slots),
+added with ``INCRBY`` / ``HINCRBY`` and compared as decimal strings in Lua (never as
+floats).
 
 Key layout (``P`` is ``{name}:``, ``name`` from ``?prefix=``, default ``llmbudget``)::
 
     P hold:<id>                 HASH  s state (h/s/r), a amount, e expires_at, t actual,
-                                      n line count, c<i>/w<i> scope/window of line i
+                                      n line count, c<i>/w<i> scope/window of line i,
+                                      a<i> what line i holds when not ``a``
     P holds                     ZSET  hold id -> expires_at (every record, for purge)
     P active                    ZSET  hold id -> expires_at (holds not yet ended or pruned)
-    P held:<win>:<scope>        ZSET  "amount:hold id" -> expires_at (holds of one window)
+    P held:<win>:<scope>        ZSET  "amount:hold id" -> expires_at (holds of one window;
+                                      the amount that line holds)
     P heldsum:<win>:<scope>     STR   sum of the amounts in that ZSET
     P spent:<scope>             HASH  window -> spent
     P wins:<scope>              ZSET  windows with recorded spend (history order)
@@ -202,6 +206,7 @@ def _encode_budget(record: BudgetRecord) -> str:
             "rolling": record.rolling,
             "created_at": record.created_at,
             "updated_at": record.updated_at,
+            "unit": record.unit,
         },
         separators=(",", ":"),
     )
@@ -217,6 +222,8 @@ def _decode_budget(scope: str, raw: Any) -> BudgetRecord:
         rolling=bool(data["rolling"]),
         created_at=float(data["created_at"]),
         updated_at=float(data["updated_at"]),
+        # Records written before budgets had units are in dollars.
+        unit=data.get("unit", "usd"),
     )
 
 
@@ -305,7 +312,12 @@ class _Ops:
                 self.k_held(line.scope, line.window),
                 self.k_heldsum(line.scope, line.window),
             ]
-            args += [line.scope, line.window, "" if line.limit is None else line.limit]
+            args += [
+                line.scope,
+                line.window,
+                "" if line.limit is None else line.limit,
+                "" if line.amount is None else line.amount,
+            ]
         reply = yield _Eval(SCRIPTS["reserve"], tuple(keys), tuple(args))
         if not reply:
             return None
@@ -323,11 +335,20 @@ class _Ops:
         return (self.k_hold(hold_id), self.k_active)
 
     def settle(
-        self, hold_id: str, actual: int, model: str | None, now: float
+        self,
+        hold_id: str,
+        actual: int,
+        model: str | None,
+        now: float,
+        actuals: Mapping[str, int] | None = None,
     ) -> Plan[SettleResult]:
-        Checks.settle(hold_id, actual, model, now)
-        args = (self.p, hold_id, actual, "0" if model is None else "1", model or "")
-        reply = yield _Eval(SCRIPTS["settle"], self._hold_keys(hold_id), args)
+        Checks.settle(hold_id, actual, model, now, actuals)
+        args: list[str | bytes | int] = [
+            self.p, hold_id, actual, "0" if model is None else "1", model or "",
+        ]  # fmt: skip
+        for scope, value in (actuals or {}).items():
+            args += [scope, value]
+        reply = yield _Eval(SCRIPTS["settle"], self._hold_keys(hold_id), tuple(args))
         if not reply:
             raise UnknownHoldError(hold_id)
         _check_overflow(reply, None)
@@ -738,8 +759,15 @@ class RedisStore(_Shell, Store):
     ) -> Refusal | None:
         return self._run(self._ops.reserve(hold_id, lines, amount, expires_at, now))
 
-    def settle(self, hold_id: str, actual: int, model: str | None, now: float) -> SettleResult:
-        return self._run(self._ops.settle(hold_id, actual, model, now))
+    def settle(
+        self,
+        hold_id: str,
+        actual: int,
+        model: str | None,
+        now: float,
+        actuals: Mapping[str, int] | None = None,
+    ) -> SettleResult:
+        return self._run(self._ops.settle(hold_id, actual, model, now, actuals))
 
     def release(self, hold_id: str, now: float) -> bool:
         return self._run(self._ops.release(hold_id, now))
@@ -852,9 +880,14 @@ class AsyncRedisStore(_Shell):
         return await self._run(self._ops.reserve(hold_id, lines, amount, expires_at, now))
 
     async def settle(
-        self, hold_id: str, actual: int, model: str | None, now: float
+        self,
+        hold_id: str,
+        actual: int,
+        model: str | None,
+        now: float,
+        actuals: Mapping[str, int] | None = None,
     ) -> SettleResult:
-        return await self._run(self._ops.settle(hold_id, actual, model, now))
+        return await self._run(self._ops.settle(hold_id, actual, model, now, actuals))
 
     async def release(self, hold_id: str, now: float) -> bool:
         return await self._run(self._ops.release(hold_id, now))

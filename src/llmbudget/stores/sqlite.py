@@ -32,7 +32,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from llmbudget.errors import InvalidInputError, StoreError, StoreUnavailableError, UnknownHoldError
 from llmbudget.stores.base import (
@@ -49,6 +49,7 @@ from llmbudget.stores.base import (
 )
 from llmbudget.stores.group_commit import GroupWriter
 from llmbudget.stores.outcomes import capture
+from llmbudget.units import Unit
 
 __all__ = ["SQLiteStore"]
 
@@ -91,6 +92,12 @@ _MIGRATIONS: tuple[str, ...] = (
         at REAL NOT NULL) WITHOUT ROWID;
     CREATE INDEX charges_at ON charges (at);
     """,
+    # 4: budgets in other units (requests, tokens, concurrent). Holds need no change: a
+    # line (JSON) with an amount of its own is [scope, window, amount]; [scope, window]
+    # holds the hold's amount.
+    """
+    ALTER TABLE budgets ADD COLUMN unit TEXT NOT NULL DEFAULT 'usd';
+    """,
 )
 
 _SPENT = "SELECT spent FROM spend WHERE scope = ? AND window = ?"
@@ -106,7 +113,7 @@ _ADD_MODEL_SPEND = (
     "INSERT INTO spend_model (scope, window, model, spent) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (scope, window, model) DO UPDATE SET spent = spent + excluded.spent"
 )
-_BUDGET_COLUMNS = "scope, limit_units, duration, timezone, rolling, created_at, updated_at"
+_BUDGET_COLUMNS = "scope, limit_units, duration, timezone, rolling, created_at, updated_at, unit"
 
 
 class _Owned:
@@ -336,54 +343,65 @@ class SQLiteStore(Store):
                 existing = conn.execute(
                     "SELECT state, amount, lines FROM holds WHERE id = ?", (hold_id,)
                 ).fetchone()
+                wanted = [(line.scope, line.window, line.amount_or(amount)) for line in lines]
                 if existing is not None:
                     # A retry of this very reserve: the hold must still be live and identical.
                     state, held_amount, held_lines = existing
-                    wanted = {(line.scope, line.window) for line in lines}
                     if (
                         state != "held"
                         or held_amount != amount
-                        or {(s, w) for s, w in json.loads(held_lines)} != wanted
+                        or set(_lines(held_lines, held_amount)) != set(wanted)
                     ):
                         raise InvalidInputError(
                             f"hold id {hold_id!r} was already used for a different or finished "
                             "reservation"
                         )
                     return None
-                for index, line in enumerate(lines):
-                    row = conn.execute(_SPENT, (line.scope, line.window)).fetchone()
+                for index, (scope, window, need) in enumerate(wanted):
+                    row = conn.execute(_SPENT, (scope, window)).fetchone()
                     spent = row[0] if row else 0
-                    held = conn.execute(_HELD, (line.scope, line.window, now)).fetchone()[0]
+                    held = conn.execute(_HELD, (scope, window, now)).fetchone()[0]
                     # Also for lines without a limit: SUM() of the holds must stay int64.
-                    check_counter(line.scope, line.window, spent + held, amount)
-                    if line.limit is not None and spent + held + amount > line.limit:
+                    check_counter(scope, window, spent + held, need)
+                    limit = lines[index].limit
+                    if limit is not None and spent + held + need > limit:
                         return Refusal(index, spent, held)
-                keys = [[line.scope, line.window] for line in lines]
                 conn.execute(
                     "INSERT INTO holds (id, amount, expires_at, state, lines) "
                     "VALUES (?, ?, ?, 'held', ?)",
-                    (hold_id, amount, expires_at, json.dumps(keys)),
+                    (hold_id, amount, expires_at, _lines_json(wanted, amount)),
                 )
                 conn.executemany(
                     "INSERT INTO active_holds VALUES (?, ?, ?, ?, ?)",
-                    [(s, w, hold_id, amount, expires_at) for s, w in keys],
+                    [(s, w, hold_id, a, expires_at) for s, w, a in wanted],
                 )
                 return None
 
         return self._guard(run)
 
-    def _end_hold(self, conn: sqlite3.Connection, hold_id: str, lines: str) -> list[list[object]]:
-        keys: list[list[object]] = json.loads(lines)
+    def _end_hold(
+        self, conn: sqlite3.Connection, hold_id: str, lines: str
+    ) -> list[tuple[str, int]]:
+        """Stop the hold counting; its ``(scope, window)`` keys."""
+        keys = [(s, w) for s, w, _ in _lines(lines, 0)]
         conn.executemany(
             "DELETE FROM active_holds WHERE scope = ? AND window = ? AND hold_id = ?",
             [(s, w, hold_id) for s, w in keys],
         )
         return keys
 
-    def settle(self, hold_id: str, actual: int, model: str | None, now: float) -> SettleResult:
-        Checks.settle(hold_id, actual, model, now)
+    def settle(
+        self,
+        hold_id: str,
+        actual: int,
+        model: str | None,
+        now: float,
+        actuals: Mapping[str, int] | None = None,
+    ) -> SettleResult:
+        Checks.settle(hold_id, actual, model, now, actuals)
         if self._absent():
             raise UnknownHoldError(hold_id)
+        over = actuals or {}
 
         def run() -> SettleResult:
             with self._write() as conn:
@@ -396,7 +414,7 @@ class SQLiteStore(Store):
                 if state == "settled":
                     return SettleResult(previous, already=True)
                 keys = self._end_hold(conn, hold_id, lines)
-                _record(conn, keys, actual, model)
+                _record(conn, [(s, w, over.get(s, actual)) for s, w in keys], model)
                 conn.execute(
                     "UPDATE holds SET state = 'settled', actual = ? WHERE id = ?",
                     (actual, hold_id),
@@ -446,7 +464,7 @@ class SQLiteStore(Store):
                         if tuple(seen) != (amount, scopes):
                             raise charge_conflict(charge_id)
                         return False
-                _record(conn, [[line.scope, line.window] for line in lines], amount, model)
+                _record(conn, [(line.scope, line.window, amount) for line in lines], model)
                 if charge_id is not None:
                     conn.execute(
                         "INSERT INTO charges (id, amount, scopes, at) VALUES (?, ?, ?, ?)",
@@ -530,7 +548,7 @@ class SQLiteStore(Store):
             with self._write() as conn:
                 conn.execute(
                     f"INSERT OR REPLACE INTO budgets ({_BUDGET_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.scope,
                         record.limit,
@@ -539,6 +557,7 @@ class SQLiteStore(Store):
                         int(record.rolling),
                         record.created_at,
                         record.updated_at,
+                        record.unit,
                     ),
                 )
 
@@ -686,22 +705,37 @@ class SQLiteStore(Store):
         return self._guard(run)
 
 
-def _record(
-    conn: sqlite3.Connection, keys: Sequence[Sequence[Any]], amount: int, model: str | None
-) -> None:
+# (scope, window, amount) of one line of an operation.
+_LineRow = tuple[str, int, int]
+
+
+def _lines(text: str, amount: int) -> list[_LineRow]:
+    """A hold's lines as stored: ``[scope, window, amount]``, or ``[scope, window]`` in
+    holds written before lines had their own amounts (they hold the hold's ``amount``)."""
+    rows: list[list[Any]] = json.loads(text)
+    return [(str(r[0]), int(r[1]), int(r[2]) if len(r) > 2 else amount) for r in rows]
+
+
+def _lines_json(lines: Sequence[_LineRow], amount: int) -> str:
+    # A line holding the hold's amount is written as before ([scope, window]), so a
+    # process of the previous version sharing the file still reads holds in dollars.
+    return json.dumps([[s, w] if a == amount else [s, w, a] for s, w, a in lines])
+
+
+def _record(conn: sqlite3.Connection, lines: Sequence[_LineRow], model: str | None) -> None:
     # Checked first, inside the write transaction: past int64 SQLite would silently turn
     # the column REAL (and lose every later nano-dollar), so refuse before any change.
     # Per-model spend never exceeds the total of its window, so the total is the bound.
-    for scope, window in keys:
+    for scope, window, amount in lines:
         row = conn.execute(_SPENT, (scope, window)).fetchone()
         check_counter(scope, window, row[0] if row else 0, amount)
-    conn.executemany(_ADD_SPEND, [(s, w, amount) for s, w in keys])
+    conn.executemany(_ADD_SPEND, lines)
     if model is not None:
-        conn.executemany(_ADD_MODEL_SPEND, [(s, w, model, amount) for s, w in keys])
+        conn.executemany(_ADD_MODEL_SPEND, [(s, w, model, a) for s, w, a in lines])
 
 
 def _budget(row: Sequence[object]) -> BudgetRecord:
-    scope, limit, duration, timezone, rolling, created_at, updated_at = row
+    scope, limit, duration, timezone, rolling, created_at, updated_at, unit = row
     return BudgetRecord(
         scope=str(scope),
         limit=None if limit is None else int(limit),  # type: ignore[call-overload]
@@ -710,6 +744,7 @@ def _budget(row: Sequence[object]) -> BudgetRecord:
         rolling=bool(rolling),
         created_at=float(created_at),  # type: ignore[arg-type]
         updated_at=float(updated_at),  # type: ignore[arg-type]
+        unit=cast(Unit, str(unit)),
     )
 
 

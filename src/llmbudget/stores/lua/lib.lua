@@ -4,7 +4,8 @@
 -- store in one Redis Cluster slot, so a script may also reach keys it derives from a
 -- hold record (settle, release, purge) without a cross-slot error.
 --
--- Money travels as decimal strings of non-negative integers (nano-dollars). Lua numbers
+-- Amounts travel as decimal strings of non-negative integers (nano-dollars, or counts of
+-- requests, tokens or slots for budgets in those units). Lua numbers
 -- are doubles, exact only below 2^53 (~$9M here): sums and comparisons of money go
 -- through big_add/big_cmp, and Redis' own INCRBY/HINCRBY (64-bit) do the stored sums.
 
@@ -79,23 +80,28 @@ local function hmget(key, fields)
     return out
 end
 
+-- A hold's lines: {scope, window, amount held}. Line i's amount is field a<i>, absent in
+-- holds written before lines had amounts of their own: those hold the hold's amount.
 local function read_lines(hold, n)
-    local fields = {}
+    local fields = { 'a' }
     for i = 1, n do
         fields[#fields + 1] = 'c' .. i
         fields[#fields + 1] = 'w' .. i
+        fields[#fields + 1] = 'a' .. i
     end
-    local values = redis.call('HMGET', hold, unpack(fields))
+    local values = hmget(hold, fields)
     local lines = {}
-    for i = 1, n do lines[i] = { values[2 * i - 1], values[2 * i] } end
+    for i = 1, n do
+        lines[i] = { values[3 * i - 1], values[3 * i], values[3 * i + 1] or values[1] }
+    end
     return lines
 end
 
 -- Stop a hold counting in its windows. Idempotent: purge may have pruned it already.
-local function unhold(id, amount, lines)
-    local member = amount .. ':' .. id
+local function unhold(id, lines)
     for _, line in ipairs(lines) do
-        if redis.call('ZREM', k_held(line[1], line[2]), member) == 1 then
+        local amount = line[3]
+        if redis.call('ZREM', k_held(line[1], line[2]), amount .. ':' .. id) == 1 then
             if redis.call('DECRBY', k_heldsum(line[1], line[2]), amount) == 0 then
                 redis.call('DEL', k_heldsum(line[1], line[2]))
             end

@@ -6,9 +6,9 @@ local now, cutoff, batch = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local pruned = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', now, 'LIMIT', 0, batch)
 for _, id in ipairs(pruned) do
     local hold = k_hold(id)
-    local h = redis.call('HMGET', hold, 'a', 'n')
-    if h[1] then
-        unhold(id, h[1], read_lines(hold, tonumber(h[2])))
+    local n = redis.call('HGET', hold, 'n')
+    if n then
+        unhold(id, read_lines(hold, tonumber(n)))
     else
         redis.call('ZREM', K_ACTIVE, id)
     end
@@ -17,8 +17,7 @@ local removed = redis.call('ZRANGEBYSCORE', K_HOLDS, '-inf', cutoff, 'LIMIT', 0,
 for _, id in ipairs(removed) do
     local hold = k_hold(id)
     if redis.call('ZSCORE', K_ACTIVE, id) then
-        local h = redis.call('HMGET', hold, 'a', 'n')
-        unhold(id, h[1], read_lines(hold, tonumber(h[2])))
+        unhold(id, read_lines(hold, tonumber(redis.call('HGET', hold, 'n'))))
     end
     redis.call('DEL', hold)
     redis.call('ZREM', K_HOLDS, id)
