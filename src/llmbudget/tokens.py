@@ -67,6 +67,7 @@ __all__ = [
     "get_encoding",
     "register_tokenizer",
     "tokenizer_for",
+    "vocabulary_loaded",
 ]
 
 logger = logging.getLogger(__name__)
@@ -207,6 +208,21 @@ def get_encoding(name: str) -> tiktoken.Encoding:
             encoding = _build_encoding(name)
             _encodings[name] = encoding
     return encoding
+
+
+def vocabulary_loaded(model: str) -> bool:
+    """Whether exact counts for ``model`` are ready without loading anything: its
+    vocabulary is in memory (or it has a registered counter, or no vocabulary can be
+    loaded and bytes are counted anyway). Loading one costs ~0.3 s and tens of MB.
+
+    >>> vocabulary_loaded("gpt-4o") in (True, False)
+    True
+    """
+    tokenizer = _tokenizers.get(model) or tokenizer_for(model)
+    if tokenizer.counter is not None:
+        return True
+    name = _ENCODING_ALIASES.get(tokenizer.encoding_name, tokenizer.encoding_name)
+    return name in _encodings or name in _missing
 
 
 def _encoding_or_none(name: str) -> tiktoken.Encoding | None:
@@ -390,12 +406,24 @@ def encoding_for_model(model: str) -> tiktoken.Encoding:
 # --------------------------------------------------------------------------- counting
 
 
-def count_tokens(text: str, model: str) -> int:
+def count_tokens(text: str, model: str, *, bound: bool = False) -> int:
     """Tokens in ``text`` for ``model``: exact for OpenAI models, an over-estimate otherwise.
 
-    >>> count_tokens("tiktoken is great!", "gpt-4")
-    6
+    ``bound=True`` answers a proven upper bound instead, without loading any vocabulary:
+    the UTF-8 byte length (a byte-level BPE token is at least one byte), scaled as the
+    estimate is for models without an exact tokenizer. A registered counter still counts.
+
+    >>> count_tokens("tiktoken is great!", "gpt-4"), count_tokens("tiktoken is great!", "gpt-4", bound=True)
+    (6, 18)
     """
+    if bound:
+        tokenizer = _tokenizers.get(model) or tokenizer_for(model)
+        if not isinstance(text, str):
+            raise InvalidInputError(f"text must be a str, got {type(text).__name__}")
+        if tokenizer.counter is not None:
+            return tokenizer.counter(text)
+        size = len(text.encode("utf-8"))
+        return tokenizer.scale(size, size)
     encode = _exact_encoders.get(model)
     if encode is not None and type(text) is str:
         # Hot path for exact models: one dict lookup on top of tiktoken itself.
@@ -415,10 +443,13 @@ class _Tally:
 
     __slots__ = ("encoding", "family", "media", "model", "text", "text_bytes", "tokenizer")
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer, *, bound: bool = False) -> None:
         self.tokenizer = tokenizer
+        # Without an encoding, text counts as its UTF-8 bytes: an upper bound (``bound``).
         self.encoding = (
-            None if tokenizer.counter is not None else _encoding_or_none(tokenizer.encoding_name)
+            None
+            if tokenizer.counter is not None or bound
+            else _encoding_or_none(tokenizer.encoding_name)
         )
         self.model = _base_name(tokenizer.model)
         self.family = tokenizer.family
@@ -474,6 +505,7 @@ def count_message_tokens(
     model: str,
     *,
     tools: Sequence[Any] | None = None,
+    bound: bool = False,
 ) -> int:
     """Prompt tokens of a chat request, OpenAI-style (exact for plain OpenAI messages).
 
@@ -482,7 +514,8 @@ def count_message_tokens(
     ``None`` content and SDK message objects are all accepted; images and audio use the
     budgets documented on :data:`IMAGE_TOKENS_HIGH_DETAIL` and
     :data:`AUDIO_TOKENS_PER_SECOND`. ``tools`` adds function definitions as OpenAI counts
-    them. A bare string is one user message.
+    them. A bare string is one user message. ``bound=True`` answers a proven upper bound
+    without loading a vocabulary (see :func:`count_tokens`).
 
     >>> count_message_tokens([{"role": "user", "content": "hello world"}], "gpt-4o")
     9
@@ -492,7 +525,7 @@ def count_message_tokens(
         messages = [{"role": "user", "content": messages}]
     if not isinstance(messages, Sequence):
         raise InvalidInputError(f"messages must be a list, got {type(messages).__name__}")
-    tally = _Tally(tokenizer)
+    tally = _Tally(tokenizer, bound=bound)
     for message in messages:
         tally.add_overhead(_TOKENS_PER_MESSAGE)
         for key, value in _items(message):

@@ -247,11 +247,13 @@ class Gateway:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def warm_up(self) -> None:
-        """Load each deployment's tokenizer now, not on the first request (~0.3 s each)."""
+        """Prepare what the first request would otherwise wait for: each deployment's
+        tokenizer description (not its vocabulary: prompts are bounded without one until
+        an exact count is needed, and the first such count loads it in a worker thread)."""
 
         def load() -> None:
             for name in {d.upstream_model for d in self.config.deployments}:
-                count_tokens("warm up", name)
+                count_tokens("warm up", name, bound=True)
 
         await asyncio.to_thread(load)
 
@@ -296,7 +298,15 @@ class Gateway:
         tokens as the budgets count them (exact for OpenAI models, an over-estimate for
         Claude: see :mod:`llmbudget.tokens`). Nothing is reserved or charged."""
         call = await self._start(request, "messages", "count_tokens")
-        return JSONResponse({"input_tokens": call.billable.prompt_tokens})
+        billable = call.billable
+        if billable.prompt_bound:
+            # This endpoint answers the count itself: never a bound (the first exact count
+            # may load a vocabulary, so not on the event loop).
+            tokenizer = self.router.first_upstream_model(call.model)
+            billable = await asyncio.to_thread(
+                self._describe, call.api, call.payload, tokenizer, exact=True
+            )
+        return JSONResponse({"input_tokens": billable.prompt_tokens})
 
     # -- request pipeline --------------------------------------------------------------------
 
@@ -335,20 +345,26 @@ class Gateway:
         return call
 
     @staticmethod
-    def _describe(api: Api, payload: Mapping[str, Any], tokenizer: str) -> BillableCall:
+    def _describe(
+        api: Api, payload: Mapping[str, Any], tokenizer: str, *, exact: bool = False
+    ) -> BillableCall:
+        # Bounded, not counted, unless asked (or the vocabulary is loaded anyway): the
+        # meter counts exactly the moment the prompt's size decides anything.
         try:
-            return describe(api, payload, tokenizer)
+            return describe(api, payload, tokenizer, bound=not exact)
         except InvalidRequestError as exc:
             raise GatewayError(400, "invalid_request", str(exc), param=exc.param) from None
         except (InvalidInputError, TypeError, AttributeError, RecursionError) as exc:
             raise GatewayError(400, "invalid_request", f"cannot read the request: {exc}") from None
 
-    def _billable(self, call: Call, dep: Deployment) -> BillableCall:
-        """The call as ``dep`` bills it: its prompt counted with that model's tokenizer."""
+    def _billable(self, call: Call, dep: Deployment, *, exact: bool = False) -> BillableCall:
+        """The call as ``dep`` bills it: its prompt counted with that model's tokenizer
+        (bounded, unless ``exact``)."""
         tokenizer = dep.upstream_model
         found = call.by_tokenizer.get(tokenizer)
-        if found is None:
-            found = call.by_tokenizer[tokenizer] = self._describe(call.api, call.payload, tokenizer)
+        if found is None or (exact and found.prompt_bound):
+            found = self._describe(call.api, call.payload, tokenizer, exact=exact)
+            call.by_tokenizer[tokenizer] = found
         if dep.native(call.api) == "messages" and not found.requires_cap:
             found = replace(found, cap_required=True)  # Anthropic refuses a call without one
         return found
@@ -444,6 +460,7 @@ class Gateway:
             self._billable(call, dep),
             dep.price,
             [ScopeGroup(self.ledger.plans, tuple(budgets))],
+            recount=functools.partial(self._billable, call, dep, exact=True),
             label=call.model,
             configured_cap=dep.max_output_tokens,
             min_output_tokens=self.config.min_completion_tokens,
@@ -606,6 +623,8 @@ class Gateway:
         watcher.feed(content)
         watcher.close()
         tracker = watcher.tracker
+        if tracker.usage is None:
+            await run_async(meter.plan_exact())  # charged by counting: the prompt too
         charged = meter.assess(tracker.usage, text=tracker.text, finished=tracker.finished)
         if dep.native(call.api) != call.api:
             content = self._translated(call, dep, content)
@@ -672,6 +691,8 @@ class Gateway:
                 status = "upstream_error"
             else:
                 status = "ok"
+            if tracker.usage is None:
+                await run_async(meter.plan_exact())  # charged by counting: the prompt too
             meter.assess(tracker.usage, text=tracker.text, finished=tracker.finished, status=status)
             await self._settle(meter.plan_record())
 

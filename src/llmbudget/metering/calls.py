@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from llmbudget.errors import InvalidInputError, InvalidRequestError
-from llmbudget.tokens import count_message_tokens, count_tokens
+from llmbudget.tokens import count_message_tokens, count_tokens, vocabulary_loaded
 
 __all__ = ["API_CAP_FIELDS", "MAX_N", "Api", "BillableCall", "describe"]
 
@@ -90,6 +90,9 @@ class BillableCall:
     unbounded_prompt: bool = False
     end_user: str | None = None
     tokenizer: str = ""  # the model whose tokens were counted ("": ``model``)
+    #: ``prompt_tokens`` is a proven upper bound (bytes), not a count: cheap, and enough
+    #: unless it decides something (see :class:`~llmbudget.metering.meter.Meter`).
+    prompt_bound: bool = False
     #: The upstream demands an output limit although this API does not (a chat request
     #: translated to Anthropic's Messages API).
     cap_required: bool = False
@@ -109,13 +112,21 @@ class BillableCall:
         return self.api == "messages" or self.cap_required
 
 
-def describe(api: Api, body: Mapping[str, Any], tokenizer_model: str | None = None) -> BillableCall:
+def describe(
+    api: Api, body: Mapping[str, Any], tokenizer_model: str | None = None, *, bound: bool = False
+) -> BillableCall:
     """The :class:`BillableCall` of a request ``body`` for ``api``; prompt tokens are
-    counted for ``tokenizer_model`` (default: the body's ``model``)."""
+    counted for ``tokenizer_model`` (default: the body's ``model``).
+
+    ``bound=True`` allows a proven upper bound instead (UTF-8 bytes; ``prompt_bound`` is
+    then set) while that model's vocabulary is not loaded: a process that never needs an
+    exact count never loads one. Once loaded, counts are exact again.
+    """
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequestError("model is required", "model")
-    counter = tokenizer_model or model
+    counting = tokenizer_model or model
+    counter = _Counter(counting, bound and not vocabulary_loaded(counting))
     stream = _bool(body, "stream")
     end_user = _user(body)
     call: BillableCall
@@ -132,14 +143,16 @@ def describe(api: Api, body: Mapping[str, Any], tokenizer_model: str | None = No
         call = BillableCall("embeddings", model, tokens, end_user=end_user)
     else:
         raise InvalidInputError(f"unknown API {api!r}")
-    return replace(call, tokenizer=counter) if counter != model else call
+    if counter.bound:
+        call = replace(call, prompt_bound=True)
+    return replace(call, tokenizer=counter.model) if counter.model != model else call
 
 
 # --------------------------------------------------------------------------- per API
 
 
 def _chat(
-    body: Mapping[str, Any], model: str, counter: str, stream: bool, end_user: str | None
+    body: Mapping[str, Any], model: str, counter: _Counter, stream: bool, end_user: str | None
 ) -> BillableCall:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -150,7 +163,7 @@ def _chat(
     for extra in ("response_format", "tool_choice", "function_call", "prediction"):
         # Not in the chat template's count, but sent to the model: counted as their JSON.
         if body.get(extra) is not None:
-            tokens += count_tokens(_json(body[extra]), counter)
+            tokens += counter.text(_json(body[extra]))
     options = body.get("stream_options")
     if options is not None and not isinstance(options, Mapping):
         raise InvalidRequestError("stream_options must be an object", "stream_options")
@@ -169,7 +182,7 @@ def _chat(
 
 
 def _responses(
-    body: Mapping[str, Any], model: str, counter: str, stream: bool, end_user: str | None
+    body: Mapping[str, Any], model: str, counter: _Counter, stream: bool, end_user: str | None
 ) -> BillableCall:
     if body.get("background"):
         # The answer is produced later, out of this request's sight: its real cost could
@@ -198,7 +211,7 @@ def _responses(
     tokens = _prompt(items, counter, body.get("tools"))
     for extra in ("text", "tool_choice"):
         if body.get(extra) is not None:
-            tokens += count_tokens(_json(body[extra]), counter)
+            tokens += counter.text(_json(body[extra]))
     return BillableCall(
         "responses",
         model,
@@ -213,7 +226,7 @@ def _responses(
     )
 
 
-def _messages(body: Mapping[str, Any], model: str, counter: str, stream: bool) -> BillableCall:
+def _messages(body: Mapping[str, Any], model: str, counter: _Counter, stream: bool) -> BillableCall:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("messages must be a non-empty list", "messages")
@@ -243,7 +256,7 @@ def _messages(body: Mapping[str, Any], model: str, counter: str, stream: bool) -
 
 
 def _completions(
-    body: Mapping[str, Any], model: str, counter: str, stream: bool, end_user: str | None
+    body: Mapping[str, Any], model: str, counter: _Counter, stream: bool, end_user: str | None
 ) -> BillableCall:
     prompt = body.get("prompt")
     if prompt is None:
@@ -366,24 +379,38 @@ def _marks_cache(body: Mapping[str, Any]) -> bool:
 # --------------------------------------------------------------------------- counting
 
 
-def _prompt(items: Sequence[Any], counter: str, tools: object) -> int:
+@dataclass(frozen=True, slots=True)
+class _Counter:
+    """Counts for one tokenizer model, exactly or (``bound``) as an upper bound."""
+
+    model: str
+    bound: bool
+
+    def text(self, text: str) -> int:
+        return count_tokens(text, self.model, bound=self.bound)
+
+    def messages(self, items: list[Any], tools: Sequence[Any] | None) -> int:
+        return count_message_tokens(items, self.model, tools=tools, bound=self.bound)
+
+
+def _prompt(items: Sequence[Any], counter: _Counter, tools: object) -> int:
     if tools is not None and not isinstance(tools, list):
         raise InvalidRequestError("tools must be a list", "tools")
     try:
-        return count_message_tokens(list(items), counter, tools=tools or None)
+        return counter.messages(list(items), tools or None)
     except (InvalidInputError, TypeError, AttributeError) as exc:
         raise InvalidRequestError(f"cannot read the prompt: {exc}", "messages") from None
 
 
-def _texts(value: object, counter: str, param: str) -> int:
+def _texts(value: object, counter: _Counter, param: str) -> int:
     """Tokens of text inputs: a string, a list of strings, token ids, or lists of ids."""
     if isinstance(value, str):
         if not value:
             raise InvalidRequestError(f"{param} must not be empty", param)
-        return count_tokens(value, counter)
+        return counter.text(value)
     if isinstance(value, list) and value:
         if all(isinstance(v, str) for v in value):
-            return sum(count_tokens(v, counter) for v in value)
+            return sum(counter.text(v) for v in value)
         if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return len(value)  # already token ids
         if all(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from decimal import Decimal
 
 from llmbudget.errors import BudgetExceededError, UnknownModelError
@@ -41,7 +42,7 @@ from llmbudget.metering.policy import (
     worst_case_tokens,
 )
 from llmbudget.metering.usage import Charged, charge
-from llmbudget.plans import Plan
+from llmbudget.plans import Io, Plan
 from llmbudget.pricing import ModelPrice, TokenUsage
 from llmbudget.reservations import MultiHold, ScopeGroup, plan_release, plan_reserve, plan_settle
 from llmbudget.units import Unit
@@ -65,6 +66,12 @@ class Meter:
     cap (the gateway skips an exhausted deployment instead). ``entry(meter, status)``
     builds the log entry appended with the settle (the gateway's spend log).
     ``on_settled`` observers are called once the call is charged.
+
+    A ``call`` whose prompt is only bounded (``prompt_bound``: counted as bytes, without
+    loading a tokenizer) is reserved with that bound while it decides nothing. It is
+    counted exactly with ``recount()`` the moment it would: when it would lower the output
+    cap against the context window, when a budget refuses the reservation, and when the
+    charge has no usage to go by.
     """
 
     def __init__(
@@ -82,8 +89,10 @@ class Meter:
         ttl: float | None = None,
         entry: Callable[[Meter, str], LogRecord] | None = None,
         on_settled: Sequence[Callable[[Meter], None]] = (),
+        recount: Callable[[], BillableCall] | None = None,
     ) -> None:
         self.call = call
+        self.recount = recount
         self.price = price
         self.groups = list(groups)
         self.label = label or call.model
@@ -169,14 +178,18 @@ class Meter:
                     self.label,
                 )
         explicit = call.requested_cap is not None
-        cap = call.requested_cap or default_cap(self.price, call, self.configured_cap)
+        cap = call.requested_cap or self._cap()
+        if call.prompt_bound and not explicit and cap != self._cap(unbounded=True):
+            # The bound, not the prompt, may be what shortens the cap: count it.
+            cap = self._cap() if (yield from self.plan_exact()) else cap
         # Rules 2 and 3 of the policy: a cap is forwarded when something limits the call
         # and output costs money, or tokens are limited (or the API demands a cap);
         # tracking alone, or free output, changes nothing in the request.
         costly = self.price is not None and self.worst(1) > self.worst(0)
         bounded = (money_limited and costly) or self.limited_in("tokens")
         send = call.has_output and (explicit or call.requires_cap or bounded)
-        for attempt in range(_ATTEMPTS):
+        attempt = 0
+        while True:
             output = cap if call.has_output else 0
             counts = self.counts(output)
             try:
@@ -184,8 +197,13 @@ class Meter:
                     self.groups, self.worst(output), ttl=self.ttl, counts=counts
                 )
             except BudgetExceededError as exc:
+                if (yield from self.plan_exact()):
+                    # Refused on the bound: try again with the prompt's real size.
+                    cap = call.requested_cap or self._cap()
+                    continue
                 lowered = self._lowered(exc, cap) if not explicit and send else None
-                if lowered is None or attempt == _ATTEMPTS - 1:
+                attempt += 1
+                if lowered is None or attempt == _ATTEMPTS:
                     raise
                 cap = lowered
                 continue
@@ -193,6 +211,25 @@ class Meter:
             self.reserved = self.hold.amount
             self.reserved_tokens = counts["tokens"]
             return
+
+    def _cap(self, *, unbounded: bool = False) -> int:
+        """The default output cap; ``unbounded``: as if the prompt took no room."""
+        call = replace(self.call, prompt_tokens=0) if unbounded else self.call
+        return default_cap(self.price, call, self.configured_cap)
+
+    def plan_exact(self) -> Plan[bool]:
+        """Replace a bounded prompt with its exact count (under asyncio in a worker thread:
+        the first count may load a vocabulary); ``False`` if there is nothing to recount
+        (already exact, or no ``recount``). A door runs it before :meth:`assess` when the
+        response brought no usage."""
+        if not self.call.prompt_bound or self.recount is None:
+            return False
+        self.call = yield Io(self.recount)
+        return True
+
+    def _count_exactly(self) -> None:
+        if self.call.prompt_bound and self.recount is not None:
+            self.call = self.recount()
 
     def _lowered(self, refusal: BudgetExceededError, cap: int) -> int | None:
         """The cap the refusing budget can still pay (in dollars or tokens), or ``None``
@@ -230,6 +267,8 @@ class Meter:
         if not self._claim():
             return None
         self.usage = usage
+        if usage is None:
+            self._count_exactly()  # what was sent may have to be counted now
         charged = charge(
             self.price if self.priced else None,
             self.call,
