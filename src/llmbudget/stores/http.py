@@ -97,6 +97,7 @@ class HttpStore(Store):
         # Content-Type is set by httpx for JSON bodies; a caller's stale value is dropped.
         self._headers = {k: v for k, v in merged.items() if k.lower() != "content-type"}
         self._timeout = timeout
+        self.timeout = timeout
         self._connect_retries = max(0, connect_retries)
         self._transport = transport
         self._lock = threading.Lock()

@@ -125,6 +125,7 @@ class SQLiteStore(Store):
             raise InvalidInputError(f"unknown synchronous mode {synchronous!r}")
         self.path = path
         self._timeout = timeout
+        self.timeout = timeout
         self._synchronous = synchronous.upper()
         self._local = threading.local()
         self._all: weakref.WeakSet[_Owned] = weakref.WeakSet()
@@ -138,6 +139,12 @@ class SQLiteStore(Store):
         self._ready_lock = threading.Lock()
         if path == ":memory:" or os.path.exists(path):
             self._guard(self._ensure)
+
+    @property
+    def identity(self) -> str:
+        if self.path == ":memory:":
+            return super().identity
+        return "sqlite://" + os.path.realpath(self.path)
 
     # -- connections -----------------------------------------------------------------
 
