@@ -221,6 +221,8 @@ def plan_replay_due(store: Store | AsyncStore, journal: Journal, key: str) -> Pl
     """The lazy replay: after a store operation succeeded, replay that store's entries if
     some are waiting and due (never where a :class:`Replayer` serves the store). A failed
     replay is only logged: it must not fail the operation that triggered it."""
+    if journal.stale():  # entries kept by an earlier run, or by another process
+        yield Load(journal)
     if not journal.claim(key):
         return
     failed = False
@@ -250,7 +252,8 @@ class Replayer:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Load the journal, say what is pending, and start replaying."""
+        """Load the journal, say what is pending, replay it once (a store that is down
+        fails within its timeout), and go on replaying in the background."""
         if self._task is not None:
             return
         journal = self.journal
@@ -264,6 +267,10 @@ class Replayer:
                 self.key,
             )
         journal.attach(self.key)
+        try:
+            await self.replay_now()
+        except Exception:
+            log.exception("llmbudget: journal replay failed")
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def replay_now(self) -> int:

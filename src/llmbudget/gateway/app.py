@@ -35,6 +35,7 @@ from llmbudget.clock import Clock, system_clock
 from llmbudget.gateway.admin import guarded, install_admin_routes
 from llmbudget.gateway.config import GatewayConfig, load_gateway_config
 from llmbudget.gateway.proxy import Gateway
+from llmbudget.replay import Replayer
 from llmbudget.stores import open_store
 from llmbudget.stores.base import AsyncStore, Store
 
@@ -104,9 +105,14 @@ def create_gateway_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await holder["gateway"].warm_up()
+        gateway = holder["gateway"]
+        # Settles kept by an earlier run (or another worker) are replayed from the start.
+        replayer = Replayer(gateway.ledger.store, gateway.ledger.plans.journal)
+        await replayer.start()
+        await gateway.warm_up()
         yield
-        await holder["gateway"].aclose()
+        await gateway.aclose()
+        await replayer.aclose()
 
     app = FastAPI(title="llmbudget gateway", lifespan=lifespan)
     gateway = install_gateway(app, config, store=store, clock=clock, transport=transport)
