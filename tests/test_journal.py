@@ -262,4 +262,13 @@ def test_redis_and_postgres_identities_drop_credentials_and_options() -> None:
 
     pg = PgConfig.parse("postgresql://u:secret@db.example:5433/app?schema=s&pool_max=3")
     assert pg.identity == "postgresql://db.example:5433/app#s"
-    assert "secret" not in pg.identity
+    from llmbudget.stores.http import HttpStore
+
+    http = HttpStore("http://u:secret@budget.example:8000/", api_key="k")
+    assert http.identity == "http://budget.example:8000"
+    from llmbudget.stores.redis import RedisStore
+
+    redis = RedisStore("redis://:secret@cache.example:6380/2?prefix=app&socket_timeout=1")
+    assert redis.identity == "redis://cache.example:6380/2#app"
+    assert redis.timeout == 1.0
+    redis.close()

@@ -111,8 +111,8 @@ def create_gateway_app(
         await replayer.start()
         await gateway.warm_up()
         yield
+        await replayer.aclose()  # before the store closes; what is left waits for the next start
         await gateway.aclose()
-        await replayer.aclose()
 
     app = FastAPI(title="llmbudget gateway", lifespan=lifespan)
     gateway = install_gateway(app, config, store=store, clock=clock, transport=transport)

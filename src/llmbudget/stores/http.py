@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -103,6 +104,12 @@ class HttpStore(Store):
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
         self._pid = os.getpid()
+
+    @property
+    def identity(self) -> str:
+        """The server's address (without credentials), for the journal."""
+        parts = urlsplit(self.base_url)
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
     # -- transport -------------------------------------------------------------------
 
