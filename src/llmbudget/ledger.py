@@ -167,6 +167,8 @@ class LedgerPlans:
         refusal: Refusal | None = yield ops.Reserve(
             self.store, hold.id, lines, units, hold.expires_at, now
         )
+        # The store answered (a refusal too): a good moment to land what was kept.
+        yield from plan_replay_due(self.store, journal, self.store_key)
         if refusal is not None:
             budget = budgets[refusal.index]
             assert budget.limit is not None  # only limited lines are refused
@@ -179,7 +181,6 @@ class LedgerPlans:
                 requested=hold.amount,
                 resets_at=windows[refusal.index].end_datetime(budget.period.zone),
             )
-        yield from plan_replay_due(self.store, journal, self.store_key)
         return hold
 
     def settle(

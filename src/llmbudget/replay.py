@@ -2,17 +2,17 @@
 
 Every settle and charge of the ledger is one :func:`plan_land`::
 
-    landed, result = yield from plan_land(op, journal, entry)
+    landed, result = yield from plan_land(op, journal, key, entry)
 
 The store operation is tried; if it fails (:class:`~llmbudget.errors.StoreError`), the
-``entry`` (a :class:`~llmbudget.journal.Pending`) is written to the journal first, so
+entry ``entry()`` makes (a :class:`~llmbudget.journal.Pending`) is written to the journal first, so
 that from then on neither the outage nor a restart can lose it, then the operation is
 tried again after each pause of :data:`SETTLE_RETRY_DELAYS` while the failures are quick
 (a hung store is not waited for again and again). Still failing: the call returns
 ``(False, None)`` — kept — and the entry is replayed later, until it lands:
 
-* lazily, by the next ledger operation on that store that succeeds
-  (:func:`plan_replay_due`: a library needs no background thread);
+* lazily, after the next ledger operation the store answers (a refused reserve
+  included; :func:`plan_replay_due`: a library needs no background thread);
 * in the background, by a :class:`Replayer` (``llmbudget serve`` and the gateway start
   one; its first replay runs at start).
 
