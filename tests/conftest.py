@@ -10,6 +10,13 @@ from llmbudget.stores.base import Store
 from tests.storekit import FACTORIES
 
 
+@pytest.fixture(autouse=True)
+def _journal_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test keeps pending settles in a journal of its own, never in the working
+    directory (subprocesses inherit the variable)."""
+    monkeypatch.setenv("LLMBUDGET_JOURNAL", str(tmp_path / "llmbudget-journal.db"))
+
+
 @pytest.fixture(params=sorted(FACTORIES))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """Every store backend in turn: the conformance suite runs each test on all of them."""

@@ -12,6 +12,8 @@ import llmbudget
 from llmbudget import global_budget as gb
 from llmbudget.completion import completion
 from llmbudget.errors import InvalidRequestError, StoreUnavailableError
+from llmbudget.journal import default_journal
+from llmbudget.money import from_units
 from llmbudget.pricing import PriceBook, TokenUsage
 from llmbudget.providers import ProviderServerError, ProviderTimeoutError
 from llmbudget.stores.memory import MemoryStore
@@ -124,7 +126,19 @@ def test_settle_store_error_is_retried_and_the_response_kept() -> None:
     assert llmbudget.current_cost == r._hidden_params["response_cost"] > 0
 
 
-def test_settle_that_keeps_failing_raises() -> None:
-    gb.configure(store=_FlakySettle(failures=100), max_budget=1)
-    with pytest.raises(StoreUnavailableError):
-        completion("gpt-4o", HI, mock_response="Hello there", max_tokens=20)
+def test_a_settle_that_keeps_failing_is_kept_and_lands_later() -> None:
+    store = _FlakySettle(failures=100)
+    gb.configure(store=store, max_budget=1)
+    first = completion("gpt-4o", HI, mock_response="Hello there", max_tokens=20)
+    assert first.choices[0].message.content == "Hello there"  # the call was made: answered
+    [kept] = default_journal().entries()
+    assert (
+        kept.kind == "settle" and from_units(kept.amount) == first._hidden_params["response_cost"]
+    )
+    assert store.usage("global:default", 0, 0.0).spent == 0  # not in the store yet
+    store.failures = 0
+    second = completion("gpt-4o", HI, mock_response="Hello there", max_tokens=20)
+    # The next call's store operations succeeded, so what was kept was replayed.
+    assert default_journal().entries() == []
+    assert gb.status().held == 0
+    assert llmbudget.current_cost == sum(r._hidden_params["response_cost"] for r in (first, second))

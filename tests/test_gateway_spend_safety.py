@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from llmbudget.budgets import Budget
 from llmbudget.errors import StoreError
 from llmbudget.gateway import create_gateway_app
 from llmbudget.gateway.config import DEFAULT_OUTPUT_TOKENS, load_gateway_config
+from llmbudget.journal import Journal
 from llmbudget.ledger import AsyncLedger, Ledger
 from llmbudget.metering import DEFAULT_OUTPUT_CAP as SAFE_OUTPUT_CAP
 from llmbudget.metering import BillableCall, worst_case
@@ -293,19 +295,24 @@ class _FlakyLogStore(MemoryStore):
         super().append_log(kind, at, data)
 
 
-def test_a_retried_settle_still_writes_the_log_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_retried_settle_still_writes_the_log_entry(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     store = _FlakyLogStore()
-    ledger = AsyncLedger(store)
+    journal = Journal(tmp_path / "journal.db")
+    ledger = AsyncLedger(store, journal=journal)
     # One try, no retries: the second settle below is the caller's own retry.
-    monkeypatch.setattr("llmbudget.reservations.SETTLE_RETRY_DELAYS", ())
+    monkeypatch.setattr("llmbudget.replay.SETTLE_RETRY_DELAYS", ())
 
     async def main() -> None:
         group = ScopeGroup(ledger.plans, (Budget.of("k", 1),))
         hold = await run_async(plan_reserve([group], "0.5"))
         record = ("gateway", 1.0, {"id": "req_1", "cost": "0.2"})
-        with pytest.raises(StoreError):
-            await run_async(plan_settle(hold, "0.2", "m", record))
+        # The settle committed, its log append failed: kept in the journal, not raised.
         assert await run_async(plan_settle(hold, "0.2", "m", record)) == Decimal("0.2")
+        assert [e.ref for e in journal.entries()] == [hold.id]
+        assert await run_async(plan_settle(hold, "0.2", "m", record)) == Decimal("0.2")
+        assert journal.entries() == []  # the retry landed: nothing left to replay
 
     asyncio.run(main())
     assert [e.data["id"] for e in store.read_log("gateway", 0, 1e12, 10)] == ["req_1"]

@@ -9,6 +9,7 @@ for a real server restart.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from llmbudget import operations as ops
+from llmbudget.budgets import Budget
 from llmbudget.errors import StoreUnavailableError
+from llmbudget.ledger import AsyncLedger
 from llmbudget.stores.base import BudgetRecord, Line, Store
 from tests import storekit
 from tests.storekit import TcpProxy, with_query
@@ -301,3 +305,80 @@ async def test_async_redis_outage(redis_proxy: TcpProxy, tmp_path: Path) -> None
     finally:
         await store.aclose()
         storekit.delete_redis_prefix(storekit.isolation_name(tmp_path))
+
+
+# -- deadlines under asyncio: a hung server answers every call by the store's timeout --------
+
+DEADLINE = 1.0
+MARGIN = 0.5
+ALICE = Budget.of("user:alice", 100)
+
+
+async def _reserves_against_a_hung_store(ledger: AsyncLedger, calls: int) -> list[float]:
+    """``calls`` concurrent reserves; how long each took to fail."""
+
+    async def one() -> float:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError):
+            await ledger.reserve([ALICE], "0.01")
+        return time.monotonic() - started
+
+    return list(await asyncio.gather(*(one() for _ in range(calls))))
+
+
+async def _until_it_works(ledger: AsyncLedger, limit: float = 20.0) -> None:
+    started = time.monotonic()
+    while True:
+        try:
+            await ledger.reserve([ALICE], "0.01")
+            return
+        except StoreUnavailableError:
+            assert time.monotonic() - started < limit, "the store did not come back"
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_a_hung_redis_answers_every_call_by_its_deadline(
+    redis_proxy: TcpProxy, tmp_path: Path, flavour: str
+) -> None:
+    from llmbudget.stores.redis import AsyncRedisStore, RedisStore
+
+    url = with_query(_redis_url(redis_proxy.port, tmp_path), socket_timeout=str(DEADLINE))
+    store: Any = RedisStore(url) if flavour == "sync" else AsyncRedisStore(url)
+    ledger = AsyncLedger(store)
+    try:
+        await ledger.charge([ALICE], "0.01")
+        redis_proxy.stall()
+        # More calls than worker threads: none may wait behind another's timeout.
+        took = await _reserves_against_a_hung_store(ledger, 24)
+        print(f"\nredis hung ({flavour}): 24 calls failed in {min(took):.2f}-{max(took):.2f} s")
+        assert max(took) < DEADLINE + MARGIN
+        redis_proxy.restore()
+        await _until_it_works(ledger)  # the same objects, no restart
+    finally:
+        redis_proxy.restore()
+        await ops.Close(store).arun()
+        storekit.delete_redis_prefix(storekit.isolation_name(tmp_path))
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_a_hung_postgres_answers_every_call_by_its_deadline(
+    pg_proxy: TcpProxy, tmp_path: Path, flavour: str
+) -> None:
+    from llmbudget.stores.postgres import AsyncPostgresStore, PostgresStore
+
+    url = with_query(_pg_url(pg_proxy, tmp_path), timeout=str(DEADLINE))
+    store: Any = PostgresStore(url) if flavour == "sync" else AsyncPostgresStore(url)
+    ledger = AsyncLedger(store)
+    try:
+        await ledger.charge([ALICE], "0.01")
+        pg_proxy.stall()
+        took = await _reserves_against_a_hung_store(ledger, 8)
+        print(f"\npostgres hung ({flavour}): 8 calls failed in {min(took):.2f}-{max(took):.2f} s")
+        assert max(took) < DEADLINE + MARGIN
+        pg_proxy.restore()
+        await _until_it_works(ledger)
+    finally:
+        pg_proxy.restore()
+        await ops.Close(store).arun()
+        storekit.drop_postgres_schema(storekit.isolation_name(tmp_path))

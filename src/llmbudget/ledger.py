@@ -43,17 +43,26 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from llmbudget import operations as ops
 from llmbudget.budgets import Budget, BudgetStatus
 from llmbudget.clock import Clock, system_clock
 from llmbudget.errors import BudgetExceededError, InvalidInputError
+from llmbudget.journal import Journal, LogRecord, Pending, default_journal, store_identity
 from llmbudget.money import MoneyLike, cost_to_units, from_units
 from llmbudget.periods import Period, Window
 from llmbudget.plans import Plan, run_async, run_sync
+from llmbudget.replay import Load, plan_land, plan_replay_due
 from llmbudget.stores import open_store
-from llmbudget.stores.base import AsyncStore, BudgetRecord, Refusal, SettleResult, Store, Usage
+from llmbudget.stores.base import (
+    AsyncStore,
+    BudgetRecord,
+    Line,
+    Refusal,
+    SettleResult,
+    Store,
+    Usage,
+)
 from llmbudget.stores.base import validate_lines as _validate_lines
 from llmbudget.units import Unit, check_counts
 from llmbudget.validation import check_id, check_ttl
@@ -69,9 +78,6 @@ __all__ = [
     "new_hold_id",
     "settle_counts",
 ]
-
-#: ``(kind, at, data)`` of a log entry appended in the same trip as a settle or release.
-LogRecord = tuple[str, float, Mapping[str, Any]]
 
 DEFAULT_HOLD_TTL = 600.0
 DEFAULT_RETENTION = 86_400.0
@@ -99,11 +105,17 @@ class Hold:
     resets_at: tuple[float | None, ...] = field(default=(), compare=False)
     units: tuple[Unit, ...] = ()
     held: tuple[int, ...] = ()
+    #: The window key of each scope (where a settle records the spend).
+    windows: tuple[int, ...] = field(default=(), compare=False)
 
 
 class LedgerPlans:
     """Every ledger operation on one store, written once as a plan. Pure: the plans yield
     typed store operations (:mod:`llmbudget.operations`) and read only the injected clock.
+
+    Settles and charges the store cannot take are kept in ``journal`` (default: the
+    process's, :func:`~llmbudget.journal.default_journal`) and replayed until they land
+    (:mod:`llmbudget.replay`); reserves count what is kept there.
 
     :class:`Ledger` runs them synchronously, :class:`AsyncLedger` under asyncio, and a
     budgeted call composes them (``yield from ledger.plans.reserve(...)``) with its own
@@ -116,9 +128,13 @@ class LedgerPlans:
         hold_ttl: float,
         retention: float,
         purge_every: float,
+        journal: Journal | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
+        self._journal = journal
+        #: What names this store in the journal.
+        self.store_key = store_identity(store)
         self.hold_ttl = check_ttl(hold_ttl, "hold_ttl")
         self.retention = retention
         self.purge_every = purge_every
@@ -126,6 +142,10 @@ class LedgerPlans:
         # Calendar maths in a timezone costs ~25 µs a budget: a window is computed once and
         # reused while the clock stays inside it (hot paths reserve thousands a second).
         self._windows: dict[tuple[Period, float], Window] = {}
+
+    @property
+    def journal(self) -> Journal:
+        return self._journal if self._journal is not None else default_journal()
 
     def window(self, budget: Budget, now: float) -> Window:
         """``budget``'s window at ``now`` (cached until the clock leaves it)."""
@@ -160,6 +180,13 @@ class LedgerPlans:
         own = [_line_amount(b, taken) for b in budgets]
         lines = [b.line(w, a) for b, w, a in zip(budgets, windows, own, strict=True)]
         _validate_lines(lines, units)
+        journal = self.journal
+        if journal.stale():
+            yield Load(journal)
+        # Spend kept in the journal is spend: the limits left for this reserve shrink by it.
+        pending = journal.counted(self.store_key, lines, now)
+        if pending is not None:
+            lines = [_less(line, extra) for line, extra in zip(lines, pending, strict=True)]
         if now >= self._next_purge:
             # Opportunistic clean-up, so a library user needs no background job.
             self._next_purge = now + self.purge_every
@@ -172,18 +199,22 @@ class LedgerPlans:
             resets_at=tuple(w.end for w in windows),
             units=tuple(b.unit for b in budgets),
             held=tuple(line.amount_or(units) for line in lines),
+            windows=tuple(w.key for w in windows),
         )
         refusal: Refusal | None = yield ops.Reserve(
             self.store, hold.id, lines, units, hold.expires_at, now
         )
+        # The store answered (a refusal too): a good moment to land what was kept.
+        yield from plan_replay_due(self.store, journal, self.store_key)
         if refusal is not None:
             budget = budgets[refusal.index]
             assert budget.limit is not None  # only limited lines are refused
+            kept = 0 if pending is None else pending[refusal.index]
             raise BudgetExceededError(
                 scope=budget.scope,
                 limit=budget.limit,
                 spent=budget.amount(refusal.spent),
-                held=budget.amount(refusal.held),
+                held=budget.amount(refusal.held + kept),
                 requested=budget.amount(hold.held[refusal.index]),
                 resets_at=windows[refusal.index].end_datetime(budget.period.zone),
                 unit=budget.unit,
@@ -207,18 +238,59 @@ class LedgerPlans:
 
         The entry is appended even when the store says the hold was already settled: that
         is a retry of a settle whose append failed, and skipping it would lose the entry
-        (written at least once; entries carry an ``id`` for readers to deduplicate)."""
+        (written at least once; entries carry an ``id`` for readers to deduplicate).
+
+        A store that fails is tried again briefly, then the settle is kept in the journal
+        and replayed until it lands: it returns ``actual`` as recorded."""
         units = cost_to_units(actual, what="actual cost")
         used = check_counts(counts)
         if isinstance(hold, str) and used:
             raise InvalidInputError("settling counts needs the Hold (it knows each scope's unit)")
         actuals = settle_counts(hold, used) if isinstance(hold, Hold) else None
-        settle = ops.Settle(self.store, _hold_id(hold), units, model, self.clock(), actuals)
-        if log is None:
-            result: SettleResult = yield settle
-        else:
-            results = yield ops.Batch(self.store, (settle, ops.AppendLog(self.store, *log)))
-            result = results[0]
+        now = self.clock()
+        hold_id = _hold_id(hold)
+        settle = ops.Settle(self.store, hold_id, units, model, now, actuals)
+        op: ops.StoreOp = settle
+        if log is not None:
+            op = ops.Batch(self.store, (settle, ops.AppendLog(self.store, *log)))
+        journal = self.journal
+
+        def entry() -> Pending:
+            if isinstance(hold, str):  # by id alone: replayed, but nothing to count it on
+                return Pending(
+                    self.store_key, "settle", hold_id, units, model=model, at=now, log=log
+                )
+            # Only the scopes in dollars: reserves count a kept settle's dollars there,
+            # and a purged hold's settle lands as a charge of dollars on them.
+            dollars = [
+                (scope, window)
+                for scope, window, unit in zip(
+                    hold.scopes, hold.windows, hold.units or ("usd",) * len(hold.scopes),
+                    strict=False,
+                )
+                if unit == "usd"
+            ]  # fmt: skip
+            return Pending(
+                self.store_key,
+                "settle",
+                hold_id,
+                units,
+                held=cost_to_units(hold.amount),
+                expires_at=hold.expires_at,
+                lines=tuple(dollars),
+                model=model,
+                at=now,
+                log=log,
+                actuals=actuals,
+            )
+
+        landed, outcome = yield from plan_land(
+            op, journal, (self.store_key, "settle", hold_id), entry
+        )
+        if not landed:
+            return from_units(units)
+        result: SettleResult = outcome if log is None else outcome[0]
+        yield from plan_replay_due(self.store, journal, self.store_key)
         return from_units(result.actual)
 
     def release(self, hold: Hold | str, log: LogRecord | None = None) -> Plan[bool]:
@@ -236,6 +308,9 @@ class LedgerPlans:
         model: str | None = None,
         charge_id: str | None = None,
     ) -> Plan[Decimal]:
+        """Record a cost that happened. Always under a charge id (a fresh one if none is
+        given), so that a retry after an ambiguous failure, or a replay from the journal,
+        records it once."""
         now = self.clock()
         units = cost_to_units(amount, what="charge amount")
         if charge_id is not None:
@@ -248,13 +323,26 @@ class LedgerPlans:
                 )
         lines = [b.line(self.window(b, now)) for b in budgets]
         _validate_lines(lines, units)
-        yield ops.Charge(self.store, lines, units, model, now, charge_id)
+        charge_id = charge_id or new_hold_id()
+        journal = self.journal
+        spots = tuple((line.scope, line.window) for line in lines)
+        landed, _ = yield from plan_land(
+            ops.Charge(self.store, lines, units, model, now, charge_id),
+            journal,
+            (self.store_key, "charge", charge_id),
+            lambda: Pending(
+                self.store_key, "charge", charge_id, units, lines=spots, model=model, at=now
+            ),
+        )
+        if landed:
+            yield from plan_replay_due(self.store, journal, self.store_key)
         return from_units(units)
 
     def status(self, budget: Budget) -> Plan[BudgetStatus]:
         now = self.clock()
         window = self.window(budget, now)
         usage: Usage = yield ops.Usage_(self.store, budget.scope, window.key, now)
+        yield from plan_replay_due(self.store, self.journal, self.store_key)
         return BudgetStatus(
             scope=budget.scope,
             limit=budget.limit,
@@ -357,6 +445,13 @@ def settle_counts(hold: Hold, counts: Mapping[Unit, int]) -> dict[str, int] | No
     return actuals or None
 
 
+def _less(line: Line, extra: int) -> Line:
+    """``line`` with its limit lowered by ``extra`` units (never below zero)."""
+    if line.limit is None or not extra:
+        return line
+    return Line(line.scope, line.window, max(0, line.limit - extra), line.amount)
+
+
 def _overlaps(a: Window, b: Window) -> bool:
     return (b.end is None or a.start < b.end) and (a.end is None or a.end > b.start)
 
@@ -377,9 +472,10 @@ class Ledger:
         hold_ttl: float = DEFAULT_HOLD_TTL,
         retention: float = DEFAULT_RETENTION,
         purge_every: float = 60.0,
+        journal: Journal | None = None,
     ) -> None:
         self.store = store if isinstance(store, Store) else open_store(store)
-        self.plans = LedgerPlans(self.store, clock, hold_ttl, retention, purge_every)
+        self.plans = LedgerPlans(self.store, clock, hold_ttl, retention, purge_every, journal)
 
     @property
     def clock(self) -> Clock:
@@ -513,9 +609,10 @@ class AsyncLedger:
         hold_ttl: float = DEFAULT_HOLD_TTL,
         retention: float = DEFAULT_RETENTION,
         purge_every: float = 60.0,
+        journal: Journal | None = None,
     ) -> None:
         self.store = store
-        self.plans = LedgerPlans(store, clock, hold_ttl, retention, purge_every)
+        self.plans = LedgerPlans(store, clock, hold_ttl, retention, purge_every, journal)
 
     @property
     def clock(self) -> Clock:

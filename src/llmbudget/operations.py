@@ -6,6 +6,12 @@ which names its store and its arguments, and receives the result. Each class cal
 type checker and a reader's editor see every call. The same object serves a synchronous
 store (the result) and an async one (the coroutine the runner awaits).
 
+Under asyncio every call has a deadline, the store's ``timeout`` (:func:`deadline_of`):
+past it the caller gets :class:`~llmbudget.errors.StoreUnavailableError` whatever the
+store is doing, so no request waits behind a hung server. A synchronous store's calls run
+in threads of the store's own (:func:`executor_for`); a call abandoned at its deadline
+finishes there, or fails, by the driver's own timeouts.
+
 >>> from llmbudget.stores.memory import MemoryStore
 >>> from llmbudget.stores.base import Line
 >>> store = MemoryStore()
@@ -18,6 +24,7 @@ True
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -25,6 +32,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from llmbudget.errors import StoreUnavailableError
 from llmbudget.plans import Effect
 from llmbudget.stores.base import AsyncStore, BudgetRecord, Line, Store
 
@@ -51,6 +59,7 @@ __all__ = [
     "Settle",
     "StoreOp",
     "Usage_",
+    "deadline_of",
     "executor_for",
 ]
 
@@ -60,20 +69,31 @@ _executors: weakref.WeakKeyDictionary[Store, ThreadPoolExecutor] = weakref.WeakK
 _executors_lock = threading.Lock()
 
 
-def executor_for(store: Store) -> Executor | None:
-    """Where an async runner sends a blocking store's calls: one dedicated thread for a
-    store that serialises its writes anyway (SQLite has one write lock: threads of one
-    process competing for it fall into its busy handler, which *sleeps*), else the
-    default thread pool (``None``)."""
-    if not store.serial:
-        return None
+def executor_for(store: Store) -> Executor:
+    """Where an async runner sends a blocking store's calls (one without a group writer):
+    a pool of the store's own, the size of asyncio's default one. Its own, so that calls
+    stuck on a hung store never hold up the process's other threaded work (the journal,
+    tokenizers)."""
+    executor = _executors.get(store)
+    if executor is not None:
+        return executor
     with _executors_lock:
         executor = _executors.get(store)
         if executor is None:
-            executor = ThreadPoolExecutor(1, thread_name_prefix="llmbudget-store")
+            workers = min(32, (os.cpu_count() or 1) + 4)
+            executor = ThreadPoolExecutor(workers, thread_name_prefix="llmbudget-store")
             _executors[store] = executor
             weakref.finalize(store, executor.shutdown, wait=False)
         return executor
+
+
+def deadline_of(store: AnyStore) -> float | None:
+    """The longest one call to ``store`` may take under asyncio: its ``timeout``
+    attribute (seconds), ``None`` for a store without one (in-process stores)."""
+    value = getattr(store, "timeout", None)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        return None
+    return float(value)
 
 
 class StoreOp(Effect):
@@ -83,15 +103,48 @@ class StoreOp(Effect):
 
     async def arun(self) -> Any:
         store = self.store
+        limit = deadline_of(store)
+        call: asyncio.Future[Any]
         if isinstance(store, Store) and store.blocking:
             writer = store.group_writer()
             if writer is not None:
-                # One write lock (SQLite): calls made together commit together.
-                return await writer.acall(self.run)
+                # One write lock (SQLite): calls made together commit together. The writer
+                # keeps the deadline itself (a timer, not a task per call).
+                try:
+                    return await writer.acall(self.run, limit)
+                except TimeoutError:
+                    raise _late(store, limit) from None
             # A synchronous store may wait on a lock or the network: keep the loop free.
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(executor_for(store), self.run)
-        return await Effect.arun(self)
+            call = asyncio.get_running_loop().run_in_executor(executor_for(store), self.run)
+        elif limit is None:
+            return await Effect.arun(self)
+        else:
+            call = asyncio.ensure_future(Effect.arun(self))
+        if limit is None:
+            return await call
+        try:
+            done, _ = await asyncio.wait((call,), timeout=limit)
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        if done:
+            return call.result()
+        # Abandoned, not awaited: a driver's clean-up after cancellation (psycopg asks the
+        # server to cancel the query, and waits for its answer) must not hold the caller.
+        call.cancel()
+        call.add_done_callback(_retrieve)
+        raise _late(store, limit)
+
+
+def _late(store: AnyStore, limit: float | None) -> StoreUnavailableError:
+    return StoreUnavailableError(
+        f"{type(store).__name__} did not answer within its timeout ({limit or 0:g} s)"
+    )
+
+
+def _retrieve(call: asyncio.Future[Any]) -> None:
+    if not call.cancelled():
+        call.exception()  # an abandoned call's error is expected: never "not retrieved"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ in a :class:`~llmbudget.BudgetManager`, every enclosing ``llmbudget.budget()`` b
 gateway's key/team/org scopes. :func:`plan_reserve` holds the call on all of them: one
 atomic multi-scope reserve per store, and when several stores are involved, one after
 the other, the earlier holds released if a later one is refused. :func:`plan_settle`
-records the real cost on every part, retrying a store that fails (settle is idempotent).
+records the real cost on every part; a part whose store fails is kept in the journal and
+replayed until it lands (see :mod:`llmbudget.replay`), so a settle is never lost.
 
 Rate limits ride along: ``counts`` says how many requests, tokens and slots the call
 takes (reserve) and used (settle), and each budget in such a unit holds and records its
@@ -33,13 +34,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from llmbudget.budgets import Budget
-from llmbudget.errors import StoreError
 from llmbudget.ledger import Counts, Hold, LedgerPlans, LogRecord
 from llmbudget.money import MoneyLike, cost_to_units, from_units
-from llmbudget.plans import Plan, Sleep
+from llmbudget.plans import Plan
 
 __all__ = [
-    "SETTLE_RETRY_DELAYS",
     "MultiHold",
     "ScopeGroup",
     "merge_groups",
@@ -49,11 +48,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Pauses before a settle that failed with a :class:`StoreError` is tried again. A settle
-#: that fails after a successful call would leave the hold to expire unrecorded; settle
-#: is idempotent, so trying again is always safe.
-SETTLE_RETRY_DELAYS: tuple[float, ...] = (0.05, 0.2, 0.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,25 +131,19 @@ def plan_settle(
     """Record ``actual`` on every part of ``hold`` (and ``counts`` on its budgets in other
     units); ``entry`` is appended to the first part's store in the same trip as its settle.
 
-    A store that fails (:class:`StoreError`) is tried again after each pause of
-    :data:`SETTLE_RETRY_DELAYS`; the other parts are settled anyway, then the first error
-    is raised."""
+    A part whose store fails is retried, then kept in the journal (by
+    :meth:`LedgerPlans.settle <llmbudget.ledger.LedgerPlans.settle>`, through
+    :func:`llmbudget.replay.plan_land`): it counts as recorded. An error that nothing
+    could keep (the journal unwritable too, a refused argument) is raised once every
+    other part has been settled."""
     recorded = Decimal(0)
     first_error: BaseException | None = None
     for index, (group, part) in enumerate(hold.parts):
         record = entry if index == 0 else None
-        for attempt in range(len(SETTLE_RETRY_DELAYS) + 1):
-            try:
-                recorded = yield from group.plans.settle(part, actual, model, record, counts)
-                break
-            except StoreError as exc:
-                if attempt == len(SETTLE_RETRY_DELAYS):
-                    first_error = first_error or exc
-                    break
-                yield Sleep(SETTLE_RETRY_DELAYS[attempt])
-            except Exception as exc:
-                first_error = first_error or exc
-                break
+        try:
+            recorded = yield from group.plans.settle(part, actual, model, record, counts)
+        except Exception as exc:
+            first_error = first_error or exc
     if first_error is not None:
         raise first_error
     return recorded

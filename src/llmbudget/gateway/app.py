@@ -37,6 +37,7 @@ from llmbudget.gateway.admin import guarded, install_admin_routes
 from llmbudget.gateway.config import GatewayConfig, load_gateway_config
 from llmbudget.gateway.errors import anthropic_errors
 from llmbudget.gateway.proxy import Gateway
+from llmbudget.replay import Replayer
 from llmbudget.stores import open_store
 from llmbudget.stores.base import AsyncStore, Store
 
@@ -112,9 +113,14 @@ def create_gateway_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await holder["gateway"].warm_up()
+        gateway = holder["gateway"]
+        # Settles kept by an earlier run (or another worker) are replayed from the start.
+        replayer = Replayer(gateway.ledger.store, gateway.ledger.plans.journal)
+        await replayer.start()
+        await gateway.warm_up()
         yield
-        await holder["gateway"].aclose()
+        await replayer.aclose()  # before the store closes; what is left waits for the next start
+        await gateway.aclose()
 
     app = FastAPI(title="llmbudget gateway", lifespan=lifespan)
     gateway = install_gateway(app, config, store=store, clock=clock, transport=transport)

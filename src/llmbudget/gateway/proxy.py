@@ -716,11 +716,13 @@ class Gateway:
             log.exception("could not release a hold of %s", meter.label)
 
     async def _settle(self, plan: Plan[Any]) -> None:
-        """Record a charge (the plan retries a failing store before giving up)."""
+        """Record a charge. A store that fails keeps it in the journal, replayed until it
+        lands (:mod:`llmbudget.replay`): only a journal that cannot be written either
+        raises here."""
         try:
             await run_async(plan)
         except StoreError:
-            log.exception("could not record a gateway charge; giving up")
+            log.exception("could not record a gateway charge, nor keep it in the journal")
 
     async def _detached(self, plan: Plan[Any]) -> None:
         """Run ``plan`` in a task of its own and wait for it, so that cancelling the request's

@@ -215,8 +215,12 @@ def health(request: Request, response: Response) -> Health:
     except StoreError as exc:
         response.status_code = 503
         store = f"unavailable: {exc}"
+    pending = state.ledger.plans.journal.count()
     return Health(
-        status="ok" if store == "ok" else "degraded", version=llmbudget.__version__, store=store
+        status="ok" if store == "ok" and not pending else "degraded",
+        version=llmbudget.__version__,
+        store=store,
+        pending_settles=pending,
     )
 
 

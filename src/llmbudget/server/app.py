@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import llmbudget
 from llmbudget.clock import Clock, system_clock
 from llmbudget.ledger import Ledger
+from llmbudget.replay import Replayer
 from llmbudget.stores import open_store
 from llmbudget.stores.base import Store
 
@@ -81,7 +82,7 @@ def create_app(
         retention=config.retention,
         purge_every=max(config.purge_interval * 10, 3600.0),
     )
-    metrics = Metrics(clock)
+    metrics = Metrics(clock, pending=ledger.plans.journal.count)
     state = ServerState(
         config=config,
         store=backend,
@@ -100,6 +101,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if gateway is not None:
             await gateway.warm_up()
+        # Settles kept by an earlier run (or another worker) are replayed from the start.
+        replayer = Replayer(state.store, state.ledger.plans.journal)
+        await replayer.start()
         state.alerts.start()
         tasks = [asyncio.create_task(_every(config.purge_interval, state.ledger.purge, "purge"))]
         if state.alerts.enabled:
@@ -117,6 +121,7 @@ def create_app(
             await asyncio.to_thread(state.alerts.stop)
             if gateway is not None:
                 await gateway.aclose()
+            await replayer.aclose()
             if state.owns_store:
                 state.store.close()
 

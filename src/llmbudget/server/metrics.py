@@ -4,6 +4,7 @@
 ``llmbudget_spend_dollars_total``        counter      spend recorded through this server
 ``llmbudget_refusals_total``             counter      reserves refused for lack of budget
 ``llmbudget_active_holds``               gauge        holds reserved here, not yet ended
+``llmbudget_pending_settles``            gauge        settles/charges kept in the journal
 ``llmbudget_request_duration_seconds``   histogram    latency by method, route and status
 =======================================  ===========  =====================================
 
@@ -19,7 +20,7 @@ True
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import unquote
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -42,7 +43,7 @@ def project_of(scope: str) -> str:
 class Metrics:
     """The server's metrics. Thread-safe: handlers run in a thread pool."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, pending: Callable[[], int] | None = None) -> None:
         self.clock = clock
         self.registry = CollectorRegistry()
         self.spend = Counter(
@@ -70,6 +71,14 @@ class Metrics:
             registry=self.registry,
         )
         self.active_holds.set_function(self._count_active)
+        if pending is not None:
+            self.pending_settles = Gauge(
+                "llmbudget_pending_settles",
+                "Settles and charges the store could not take, kept in the journal until "
+                "they land.",
+                registry=self.registry,
+            )
+            self.pending_settles.set_function(lambda: float(pending()))
         self._lock = threading.Lock()
         # hold id -> (scopes, expires_at): only holds this process reserved. The scopes
         # let a later settle (which names only the hold) say whose spend it was.

@@ -288,6 +288,11 @@ class Health(BaseModel):
     status: str
     version: str
     store: str
+    pending_settles: int = Field(
+        0,
+        description="Settles and charges kept in the journal because the store could not "
+        "take them; replayed until they land.",
+    )
 
 
 class SeedGetIn(BaseModel):

@@ -170,6 +170,17 @@ class Store(ABC):
     #: Writes are serialised by the store anyway (SQLite's one write lock): under asyncio
     #: its calls share one dedicated thread instead of competing for the lock.
     serial: ClassVar[bool] = False
+    #: The longest one call may take, in seconds (``None``: no limit, in-process stores).
+    #: Under asyncio a call still running then is abandoned with
+    #: :class:`~llmbudget.errors.StoreUnavailableError` (see :mod:`llmbudget.operations`).
+    timeout: float | None = None
+
+    @property
+    def identity(self) -> str:
+        """What names this store's data in the journal (:mod:`llmbudget.journal`): the same
+        for every process that opens the same data, never a password. In-process stores
+        have one that is valid in this process only."""
+        return f"{type(self).__name__}@{id(self):x}"
 
     def group_writer(self) -> GroupWriter | None:
         """Where asyncio callers send this store's calls to be committed in groups (a
@@ -275,7 +286,8 @@ class Store(ABC):
 
 
 class AsyncStore(Protocol):
-    """The same operations as :class:`Store`, as coroutines (PostgreSQL, Redis, HTTP)."""
+    """The same operations as :class:`Store`, as coroutines (PostgreSQL, Redis, HTTP).
+    Like a :class:`Store`, it may have a ``timeout`` and an ``identity``."""
 
     async def reserve(
         self, hold_id: str, lines: Sequence[Line], amount: int, expires_at: float, now: float

@@ -56,12 +56,20 @@ class GroupWriter:
         self._closed = False
         self._idle = False  # the writer is waiting for work (only then is it woken)
 
-    async def acall(self, call: Call) -> Any:
-        """Run ``call`` in the writer thread, in the next group; its result or error."""
+    async def acall(self, call: Call, timeout: float | None = None) -> Any:
+        """Run ``call`` in the writer thread, in the next group; its result or error.
+        Past ``timeout`` seconds the caller gets :class:`TimeoutError` instead (the call
+        is abandoned, not stopped: it still runs if it has started)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._put(call, loop, future)
-        return await future
+        if timeout is None:
+            return await future
+        timer = loop.call_later(timeout, _expire, future, timeout)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     def submit(self, call: Call) -> Future[Any]:
         """The same for a thread: a :class:`concurrent.futures.Future` of the outcome."""
@@ -134,11 +142,16 @@ class GroupWriter:
                 loop.call_soon_threadsafe(_resolve, pairs)
 
 
+def _expire(future: asyncio.Future[Any], timeout: float) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError(f"no answer within {timeout:g} s"))
+
+
 def _still_wanted(future: Any) -> bool:
     if isinstance(future, Future):
         return future.set_running_or_notify_cancel()
-    # Read from the writer thread: at worst a call cancelled this instant still runs.
-    return not future.cancelled()
+    # Read from the writer thread: at worst a call given up this instant still runs.
+    return not future.done()
 
 
 def _resolve(pairs: Sequence[tuple[asyncio.Future[Any], Any]]) -> None:

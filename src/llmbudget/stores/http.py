@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -98,11 +99,18 @@ class HttpStore(Store):
         # Content-Type is set by httpx for JSON bodies; a caller's stale value is dropped.
         self._headers = {k: v for k, v in merged.items() if k.lower() != "content-type"}
         self._timeout = timeout
+        self.timeout = timeout
         self._connect_retries = max(0, connect_retries)
         self._transport = transport
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
         self._pid = os.getpid()
+
+    @property
+    def identity(self) -> str:
+        """The server's address (without credentials), for the journal."""
+        parts = urlsplit(self.base_url)
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
     # -- transport -------------------------------------------------------------------
 

@@ -23,7 +23,9 @@ transaction-scoped advisory lock, so concurrent starts are safe. ``?schema=NAME`
 table and function in schema ``NAME`` (created if missing; default ``llmbudget``).
 Other URL parameters: ``pool_min`` (1), ``pool_max`` (10), ``pool_timeout`` (5 s: the
 longest an operation waits for a connection, so the bound on failing when the server is
-down), and every libpq parameter (``connect_timeout`` defaults to 2 s). A bad URL (unknown host,
+down), ``timeout`` (5 s: under asyncio, the deadline of one operation end to end, see
+:mod:`llmbudget.operations`), and every libpq parameter (``connect_timeout`` defaults to
+2 s). A bad URL (unknown host,
 refused port, missing database) fails at once, in one line naming the reason.
 """
 
@@ -947,6 +949,8 @@ class _Config:
     pool_max: int
     pool_timeout: float
     where: str
+    timeout: float = 5.0
+    identity: str = ""
 
     @classmethod
     def parse(cls, url: str) -> _Config:
@@ -961,12 +965,15 @@ class _Config:
             pool_min = int(query.pop("pool_min", "1"))
             pool_max = int(query.pop("pool_max", "10"))
             pool_timeout = float(query.pop("pool_timeout", "5"))
+            timeout = float(query.pop("timeout", "5"))
         except ValueError as exc:
             raise InvalidInputError(f"bad pool parameter in {url!r}: {exc}") from None
         if not 0 <= pool_min <= pool_max or pool_max < 1 or pool_timeout <= 0:
             raise InvalidInputError(
                 "need 0 <= pool_min <= pool_max, pool_max >= 1, pool_timeout > 0"
             )
+        if not 0 < timeout < float("inf"):
+            raise InvalidInputError(f"timeout must be a positive number of seconds in {url!r}")
         # Bounded failure when the server or network is gone: connect within 2 s, and let
         # TCP give up on a silent peer (keepalives while waiting, user timeout while sending).
         query.setdefault("connect_timeout", "2")
@@ -982,7 +989,13 @@ class _Config:
         where = (
             f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path} schema {schema!r}"
         )
-        return cls(url, conninfo, schema, pool_min, pool_max, pool_timeout, where)
+        identity = (
+            f"postgresql://{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+            f"#{schema}"
+        )
+        return cls(
+            url, conninfo, schema, pool_min, pool_max, pool_timeout, where, timeout, identity
+        )
 
     def pool_args(self) -> dict[str, Any]:
         return {
@@ -1094,6 +1107,8 @@ class PostgresStore(Store):
     def __init__(self, url: str) -> None:
         self._config = _Config.parse(url)
         config = self._config
+        #: Each operation's deadline under asyncio (``?timeout=``).
+        self.timeout = config.timeout
 
         def configure(conn: psycopg.Connection[Any]) -> None:
             conn.execute(config.search_path())
@@ -1122,6 +1137,11 @@ class PostgresStore(Store):
     def url(self) -> str:
         """The URL this store was opened with (another process can open the same store)."""
         return self._config.url
+
+    @property
+    def identity(self) -> str:
+        """Where the data is (host, port, database, schema), for the journal."""
+        return self._config.identity
 
     @property
     def schema(self) -> str:
@@ -1255,6 +1275,14 @@ class AsyncPostgresStore:
     @property
     def url(self) -> str:
         return self._config.url
+
+    @property
+    def identity(self) -> str:
+        return self._config.identity
+
+    @property
+    def timeout(self) -> float:
+        return self._config.timeout
 
     @property
     def schema(self) -> str:

@@ -688,6 +688,8 @@ class _Shell:
         self._ops = _Ops(self._config.prefix)
         self._where = _where(self._config)
         self._client = type(self)._connect(self._config)
+        #: Each call's deadline under asyncio: ``socket_timeout``.
+        self.timeout: float | None = self._config.wait_timeout
 
     def _translated(self, replies: list[Any]) -> list[Any]:
         """Each call's own error (the server's reply) translated at the store boundary."""
@@ -703,6 +705,14 @@ class _Shell:
     def url(self) -> str:
         """The URL this store was opened with (another process can open the same store)."""
         return self._config.original
+
+    @property
+    def identity(self) -> str:
+        """Where the data is (scheme, host, port, database, prefix), for the journal."""
+        parts = urlsplit(self._config.url)
+        scheme = "redis+cluster" if self._config.cluster else "redis"
+        where = parts.hostname or parts.path or "?"
+        return f"{scheme}://{where}:{parts.port or 6379}{parts.path or '/0'}#{self.prefix}"
 
     @property
     def prefix(self) -> str:

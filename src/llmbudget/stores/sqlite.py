@@ -132,8 +132,6 @@ class _Owned:
 class SQLiteStore(Store):
     """SQLite-backed store. ``path`` may be ``":memory:"`` only for single-connection use."""
 
-    serial = True
-
     def __init__(
         self, path: str = "llmbudget.db", *, timeout: float = 30.0, synchronous: str = "NORMAL"
     ) -> None:
@@ -141,6 +139,7 @@ class SQLiteStore(Store):
             raise InvalidInputError(f"unknown synchronous mode {synchronous!r}")
         self.path = path
         self._timeout = timeout
+        self.timeout = timeout
         self._synchronous = synchronous.upper()
         self._local = threading.local()
         self._all: weakref.WeakSet[_Owned] = weakref.WeakSet()
@@ -157,6 +156,12 @@ class SQLiteStore(Store):
         self._checkpoints: _Checkpointer | None = None
         if path == ":memory:" or os.path.exists(path):
             self._guard(self._ensure)
+
+    @property
+    def identity(self) -> str:
+        if self.path == ":memory:":
+            return super().identity
+        return "sqlite://" + os.path.realpath(self.path)
 
     # -- connections -----------------------------------------------------------------
 
