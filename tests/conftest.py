@@ -10,6 +10,17 @@ from llmbudget.stores.base import Store
 from tests.storekit import FACTORIES
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _vocabularies_loaded() -> None:
+    """Prompts are counted exactly in every test, whatever ran before it: a process whose
+    vocabulary is not loaded yet reserves a prompt's byte bound instead, which
+    ``tests/test_prompt_bound.py`` covers on purpose (its fixture unloads them)."""
+    from llmbudget.tokens import get_encoding
+
+    get_encoding("o200k_base")
+    get_encoding("cl100k_base")
+
+
 @pytest.fixture(autouse=True)
 def _journal_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test keeps pending settles in a journal of its own, never in the working

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from llmbudget.budgets import Budget
-from llmbudget.errors import StoreError
+from llmbudget.errors import StoreUnavailableError
 from llmbudget.gateway import create_gateway_app
 from llmbudget.gateway.config import DEFAULT_OUTPUT_TOKENS, load_gateway_config
 from llmbudget.journal import Journal
@@ -281,24 +281,25 @@ def test_an_expiry_beyond_year_9999_is_a_json_400(fake, field):
         assert r.json()["error"]["message"]
 
 
-class _FlakyLogStore(MemoryStore):
-    """Its first spend-log append fails (after the settle before it was committed)."""
+class _LostAnswerStore(MemoryStore):
+    """Its first settle is applied, then its answer is lost (the connection broke)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.fail_appends = 1
+        self.lose_answers = 1
 
-    def append_log(self, kind: str, at: float, data: Any) -> None:
-        if self.fail_appends:
-            self.fail_appends -= 1
-            raise StoreError("log append failed")
-        super().append_log(kind, at, data)
+    def settle(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().settle(*args, **kwargs)
+        if self.lose_answers:
+            self.lose_answers -= 1
+            raise StoreUnavailableError("connection lost after the settle was applied")
+        return result
 
 
-def test_a_retried_settle_still_writes_the_log_entry(
+def test_a_settle_and_its_log_entry_land_exactly_once_when_an_answer_is_lost(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    store = _FlakyLogStore()
+    store = _LostAnswerStore()
     journal = Journal(tmp_path / "journal.db")
     ledger = AsyncLedger(store, journal=journal)
     # One try, no retries: the second settle below is the caller's own retry.
@@ -308,12 +309,13 @@ def test_a_retried_settle_still_writes_the_log_entry(
         group = ScopeGroup(ledger.plans, (Budget.of("k", 1),))
         hold = await run_async(plan_reserve([group], "0.5"))
         record = ("gateway", 1.0, {"id": "req_1", "cost": "0.2"})
-        # The settle committed, its log append failed: kept in the journal, not raised.
+        # Applied (with its entry, atomically), answer lost: kept in the journal, not raised.
         assert await run_async(plan_settle(hold, "0.2", "m", record)) == Decimal("0.2")
         assert [e.ref for e in journal.entries()] == [hold.id]
         assert await run_async(plan_settle(hold, "0.2", "m", record)) == Decimal("0.2")
-        assert journal.entries() == []  # the retry landed: nothing left to replay
+        assert journal.entries() == []  # the retry found it settled: nothing left to replay
 
     asyncio.run(main())
+    # One entry, not two: the retry of a settle that had landed appends nothing again.
     assert [e.data["id"] for e in store.read_log("gateway", 0, 1e12, 10)] == ["req_1"]
     assert Ledger(store).status(Budget.of("k", 1)).spent == Decimal("0.2")

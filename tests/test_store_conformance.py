@@ -292,6 +292,49 @@ def test_unknown_hold(store: Store) -> None:
         store.settle("nope", 1, None, NOW)
 
 
+# -- settle with its log entry, atomically -------------------------------------------------
+
+
+@pytest.fixture(params=sorted(storekit.ALL_FACTORIES))
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Every store, the HTTP store (a budget server in front of SQLite) included."""
+    with storekit.ALL_FACTORIES[request.param](tmp_path) as opened:
+        yield opened
+
+
+ENTRY = ("spend", NOW, {"id": "req_1", "cost": "0.2", "nested": {"ok": True}})
+
+
+def test_a_settle_appends_its_log_entry_exactly_once(any_store: Store) -> None:
+    any_store.reserve("h1", [line("a", 100)], 50, EXP, NOW)
+    assert any_store.settle("h1", 20, "m", NOW, None, ENTRY) == SettleResult(20, already=False)
+    # A retry (the answer was lost) is told it was settled, and appends nothing again.
+    assert any_store.settle("h1", 20, "m", NOW, None, ENTRY) == SettleResult(20, already=True)
+    entries = any_store.read_log("spend", 0, NOW + 1, 10)
+    assert [(e.at, e.data) for e in entries] == [(NOW, ENTRY[2])]
+    assert (spent(any_store, "a"), held(any_store, "a")) == (20, 0)
+
+
+def test_a_settle_that_fails_appends_nothing(any_store: Store) -> None:
+    with pytest.raises(UnknownHoldError):
+        any_store.settle("nope", 1, None, NOW, None, ENTRY)
+    any_store.charge([line("b")], MAX - 5, None, NOW)
+    any_store.reserve("h2", [line("b")], 1, EXP, NOW)
+    with pytest.raises(CounterOverflowError):
+        any_store.settle("h2", 10, None, NOW, None, ENTRY)  # past int64: nothing changes
+    assert any_store.read_log("spend", 0, NOW + 1, 10) == []
+    assert held(any_store, "b") == 1
+
+
+def test_a_bad_log_entry_is_refused_before_the_settle(any_store: Store) -> None:
+    any_store.reserve("h3", [line("c", 100)], 5, EXP, NOW)
+    for bad in (("spend", NOW), ("", NOW, {}), ("spend", float("nan"), {}), ("spend", NOW, [])):
+        with pytest.raises(InvalidInputError):
+            any_store.settle("h3", 5, None, NOW, None, bad)  # type: ignore[arg-type]
+    assert (spent(any_store, "c"), held(any_store, "c")) == (0, 5)  # still held, unsettled
+    assert any_store.read_log("spend", 0, NOW + 1, 10) == []
+
+
 # -- lines with amounts of their own (rate limits beside dollars) ---------------------------------
 
 

@@ -34,9 +34,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from llmbudget.stores.base import Line
+from llmbudget.stores.base import Line, LogRecord
 
 __all__ = [
     "DEFAULT_JOURNAL_PATH",
@@ -56,8 +56,6 @@ DEFAULT_JOURNAL_PATH = "llmbudget-journal.db"
 REPLAY_DELAYS: tuple[float, ...] = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 Kind = Literal["settle", "charge"]
-#: ``(kind, at, data)`` of a log entry appended with the settle or charge.
-LogRecord = tuple[str, float, Mapping[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -229,16 +229,15 @@ class LedgerPlans:
         log: LogRecord | None = None,
         counts: Counts | None = None,
     ) -> Plan[Decimal]:
-        """Settle; with ``log``, append that entry in the same trip to the store.
+        """Settle; with ``log``, append that entry in the same atomic store operation.
 
         Each scope records in its own unit: ``actual`` dollars on ``usd`` scopes;
         ``counts[unit]`` on the others, else what the scope held (a call that cannot say
         what it used counts as reserved); always 0 on ``concurrent`` scopes, whose slot is
         free once the hold ends (see :func:`settle_counts`).
 
-        The entry is appended even when the store says the hold was already settled: that
-        is a retry of a settle whose append failed, and skipping it would lose the entry
-        (written at least once; entries carry an ``id`` for readers to deduplicate).
+        The entry is appended only by the settle that settles the hold: a retry, or a
+        replay of a settle that had landed after all, appends nothing again (exactly once).
 
         A store that fails is tried again briefly, then the settle is kept in the journal
         and replayed until it lands: it returns ``actual`` as recorded."""
@@ -249,10 +248,7 @@ class LedgerPlans:
         actuals = settle_counts(hold, used) if isinstance(hold, Hold) else None
         now = self.clock()
         hold_id = _hold_id(hold)
-        settle = ops.Settle(self.store, hold_id, units, model, now, actuals)
-        op: ops.StoreOp = settle
-        if log is not None:
-            op = ops.Batch(self.store, (settle, ops.AppendLog(self.store, *log)))
+        op = ops.Settle(self.store, hold_id, units, model, now, actuals, log)
         journal = self.journal
 
         def entry() -> Pending:
@@ -289,7 +285,7 @@ class LedgerPlans:
         )
         if not landed:
             return from_units(units)
-        result: SettleResult = outcome if log is None else outcome[0]
+        result: SettleResult = outcome
         yield from plan_replay_due(self.store, journal, self.store_key)
         return from_units(result.actual)
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from llmbudget.errors import StoreUnavailableError
 from llmbudget.plans import Effect
-from llmbudget.stores.base import AsyncStore, BudgetRecord, Line, Store
+from llmbudget.stores.base import AsyncStore, BudgetRecord, Line, LogRecord, Store
 
 __all__ = [
     "AppendLog",
@@ -169,8 +169,14 @@ class Settle(StoreOp):
     now: float
     #: Per scope, what its lines record instead of ``actual`` (counts beside dollars).
     actuals: Mapping[str, int] | None = None
+    #: A log entry appended in the same atomic operation (see ``stores.base.LogRecord``).
+    log: LogRecord | None = None
 
     def run(self) -> Any:
+        if self.log is not None:
+            return self.store.settle(
+                self.hold_id, self.actual, self.model, self.now, self.actuals, self.log
+            )
         if self.actuals is None:
             return self.store.settle(self.hold_id, self.actual, self.model, self.now)
         return self.store.settle(self.hold_id, self.actual, self.model, self.now, self.actuals)

@@ -175,10 +175,10 @@ def _land(store: Store | AsyncStore, entry: Pending) -> Plan[None]:
         yield _with_log(store, charge, entry)
         return
     try:
-        yield _with_log(
-            store,
-            ops.Settle(store, entry.ref, entry.amount, entry.model, entry.at, entry.actuals),
-            entry,
+        # The entry goes with the settle, atomically: a settle that had landed after all
+        # (its answer lost) is found settled, and its entry is not appended twice.
+        yield ops.Settle(
+            store, entry.ref, entry.amount, entry.model, entry.at, entry.actuals, entry.log
         )
     except UnknownHoldError:
         if not lines:

@@ -335,6 +335,12 @@ class StoreReserveOut(BaseModel):
     refusal: RefusalOut | None
 
 
+class StoreAppendLogIn(_Body):
+    kind: Kind
+    at: Epoch
+    data: JsonObject
+
+
 class StoreSettleIn(_Body):
     hold_id: HoldId
     actual: Units
@@ -342,6 +348,11 @@ class StoreSettleIn(_Body):
     now: Epoch
     actuals: Annotated[dict[Scope, Units], Field(max_length=64)] | None = Field(
         None, description="Per scope, what its lines record instead of actual."
+    )
+    log: StoreAppendLogIn | None = Field(
+        None,
+        description="A log entry appended in the same atomic operation, only by the call "
+        "that settles the hold.",
     )
 
 
@@ -492,12 +503,6 @@ class StoreListDocsIn(_Body):
 
 class StoreDocsOut(BaseModel):
     docs: list[tuple[str, dict[str, Any]]]
-
-
-class StoreAppendLogIn(_Body):
-    kind: Kind
-    at: Epoch
-    data: JsonObject
 
 
 class StoreReadLogIn(_Body):

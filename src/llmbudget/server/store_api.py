@@ -20,7 +20,7 @@ for a single client whose clock is the server's, or for tests that drive time).
 ==============================  ==========================================================
 ``/v1/store/reserve``           ``{hold_id, lines, amount, expires_at, now}`` → ``{refusal}``
                                 (a line may carry its own ``amount``)
-``/v1/store/settle``            ``{hold_id, actual, model, now, actuals}`` →
+``/v1/store/settle``            ``{hold_id, actual, model, now, actuals, log}`` →
                                 ``{actual, already}`` (``actuals``: scope → amount)
 ``/v1/store/release``           ``{hold_id, now}`` → ``{released}``
 ``/v1/store/charge``            ``{lines, amount, model, now, charge_id}`` → ``{recorded}``
@@ -173,7 +173,8 @@ def store_reserve(request: Request, body: StoreReserveIn) -> StoreReserveOut:
 def store_settle(request: Request, body: StoreSettleIn) -> StoreSettleOut:
     state = get_state(request)
     now = _now(state, body.now)
-    result = state.store.settle(body.hold_id, body.actual, body.model, now, body.actuals)
+    log = None if body.log is None else (body.log.kind, body.log.at, body.log.data)
+    result = state.store.settle(body.hold_id, body.actual, body.model, now, body.actuals, log)
     scopes = state.metrics.hold_closed(body.hold_id)
     # Dollars go on a scope that records ``actual``, not on a count's (requests, tokens).
     money = [scope for scope in scopes if scope not in (body.actuals or {})]

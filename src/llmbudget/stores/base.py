@@ -147,6 +147,12 @@ class LogEntry:
     data: Mapping[str, Any]
 
 
+#: A log entry to append: ``(kind, at, data)``. Given to ``settle``, it is appended in the
+#: same atomic operation as the settle, and only by the call that settles the hold: a
+#: retry of a settle that landed finds it settled and appends nothing again.
+LogRecord = tuple[str, float, Mapping[str, Any]]
+
+
 @dataclass(frozen=True, slots=True)
 class BudgetRecord:
     """A stored budget definition. ``limit`` is in ``unit`` (nano-dollars for ``usd``, a
@@ -202,6 +208,7 @@ class Store(ABC):
         model: str | None,
         now: float,
         actuals: Mapping[str, int] | None = None,
+        log: LogRecord | None = None,
     ) -> SettleResult: ...
 
     @abstractmethod
@@ -299,6 +306,7 @@ class AsyncStore(Protocol):
         model: str | None,
         now: float,
         actuals: Mapping[str, int] | None = None,
+        log: LogRecord | None = None,
     ) -> SettleResult: ...
     async def release(self, hold_id: str, now: float) -> bool: ...
     async def charge(
@@ -388,12 +396,21 @@ class Checks:
 
     @staticmethod
     def settle(
-        hold_id: object, actual: object, model: object, now: object, actuals: object = None
+        hold_id: object,
+        actual: object,
+        model: object,
+        now: object,
+        actuals: object = None,
+        log: object = None,
     ) -> None:
         check_id(hold_id, "hold id")
         check_units(actual, "actual")
         _model(model)
         check_timestamp(now, "now")
+        if log is not None:
+            if not isinstance(log, tuple) or len(log) != 3:
+                raise InvalidInputError("log must be a (kind, at, data) entry")
+            Checks.log(*log)
         if actuals is not None:
             if not isinstance(actuals, Mapping):
                 raise InvalidInputError("actuals must map a scope to an amount")

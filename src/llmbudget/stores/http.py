@@ -51,6 +51,7 @@ from llmbudget.stores.base import (
     Checks,
     Line,
     LogEntry,
+    LogRecord,
     Refusal,
     SettleResult,
     Store,
@@ -217,12 +218,15 @@ class HttpStore(Store):
         model: str | None,
         now: float,
         actuals: Mapping[str, int] | None = None,
+        log: LogRecord | None = None,
     ) -> SettleResult:
-        Checks.settle(hold_id, actual, model, now, actuals)
+        Checks.settle(hold_id, actual, model, now, actuals, log)
         body: dict[str, Any] = {"hold_id": hold_id, "actual": actual, "model": model, "now": now}
         if actuals:
             # Only when there are any: a server of the previous version knows no such field.
             body["actuals"] = dict(actuals)
+        if log is not None:
+            body["log"] = {"kind": log[0], "at": log[1], "data": dict(log[2])}
         out = self._call("settle", body)
         return SettleResult(int(out["actual"]), bool(out["already"]))
 

@@ -16,6 +16,7 @@ from llmbudget.stores.base import (
     Checks,
     Line,
     LogEntry,
+    LogRecord,
     Refusal,
     SettleResult,
     Store,
@@ -123,9 +124,11 @@ class MemoryStore(Store):
         model: str | None,
         now: float,
         actuals: Mapping[str, int] | None = None,
+        log: LogRecord | None = None,
     ) -> SettleResult:
-        Checks.settle(hold_id, actual, model, now, actuals)
+        Checks.settle(hold_id, actual, model, now, actuals, log)
         over = actuals or {}
+        entry = None if log is None else (log[0], LogEntry(log[1], _json_copy(log[2])))
         with self._lock:
             hold = self._holds.get(hold_id)
             if hold is None:
@@ -135,6 +138,8 @@ class MemoryStore(Store):
             self._record({key: over.get(key[0], actual) for key in hold.lines}, model)
             self._deactivate(hold_id, hold)
             hold.state, hold.actual = "settled", actual
+            if entry is not None:
+                self._logs[entry[0]].append(entry[1])
             return SettleResult(actual, already=False)
 
     def release(self, hold_id: str, now: float) -> bool:

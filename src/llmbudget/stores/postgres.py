@@ -58,6 +58,7 @@ from llmbudget.stores.base import (
     Checks,
     Line,
     LogEntry,
+    LogRecord,
     Refusal,
     SettleResult,
     Store,
@@ -724,14 +725,29 @@ def _reserve(
 
 
 def _settle(
-    hold_id: str, actual: int, model: str | None, now: float, actuals: Mapping[str, int] | None
+    hold_id: str,
+    actual: int,
+    model: str | None,
+    now: float,
+    actuals: Mapping[str, int] | None,
+    log: LogRecord | None = None,
 ) -> Plan[SettleResult]:
-    Checks.settle(hold_id, actual, model, now, actuals)
+    Checks.settle(hold_id, actual, model, now, actuals, log)
     over = dict(actuals or {})
-    rows = yield _Query(
-        "SELECT llmbudget_settle(%s, %s::bigint, %s::text, %s::text[], %s::bigint[])",
-        (hold_id, actual, model, list(over), list(over.values())),
-    )
+    params: tuple[Any, ...] = (hold_id, actual, model, list(over), list(over.values()))
+    settle = "SELECT llmbudget_settle(%s, %s::bigint, %s::text, %s::text[], %s::bigint[])"
+    if log is None:
+        rows = yield _Query(settle, params)
+    else:
+        # One statement, so one transaction and one round trip: the entry is inserted only
+        # when this call settled the hold (r[2] = 0), never for a replayed settle.
+        rows = yield _Query(
+            f"WITH s AS MATERIALIZED ({settle} AS r), "
+            "l AS (INSERT INTO logs (kind, at, data) SELECT %s, %s::float8, %s FROM s "
+            "WHERE s.r IS NOT NULL AND s.r[2] = 0 RETURNING 1) "
+            "SELECT r FROM s",
+            (*params, log[0], float(log[1]), _dumps(log[2])),
+        )
     result = rows[0][0]
     if result is None:
         raise UnknownHoldError(hold_id)
@@ -1181,8 +1197,9 @@ class PostgresStore(Store):
         model: str | None,
         now: float,
         actuals: Mapping[str, int] | None = None,
+        log: LogRecord | None = None,
     ) -> SettleResult:
-        return self._run(_settle(hold_id, actual, model, now, actuals))
+        return self._run(_settle(hold_id, actual, model, now, actuals, log))
 
     def release(self, hold_id: str, now: float) -> bool:
         return self._run(_release(hold_id, now))
@@ -1351,8 +1368,9 @@ class AsyncPostgresStore:
         model: str | None,
         now: float,
         actuals: Mapping[str, int] | None = None,
+        log: LogRecord | None = None,
     ) -> SettleResult:
-        return await self._run(_settle(hold_id, actual, model, now, actuals))
+        return await self._run(_settle(hold_id, actual, model, now, actuals, log))
 
     async def release(self, hold_id: str, now: float) -> bool:
         return await self._run(_release(hold_id, now))

@@ -68,6 +68,7 @@ from llmbudget.stores.base import (
     Checks,
     Line,
     LogEntry,
+    LogRecord,
     Refusal,
     SettleResult,
     Store,
@@ -341,14 +342,22 @@ class _Ops:
         model: str | None,
         now: float,
         actuals: Mapping[str, int] | None = None,
+        log: LogRecord | None = None,
     ) -> Plan[SettleResult]:
-        Checks.settle(hold_id, actual, model, now, actuals)
+        Checks.settle(hold_id, actual, model, now, actuals, log)
+        keys = self._hold_keys(hold_id)
         args: list[str | bytes | int] = [
             self.p, hold_id, actual, "0" if model is None else "1", model or "",
         ]  # fmt: skip
+        if log is None:
+            args += ["0", "", "", ""]
+        else:
+            kind, at, data = log
+            keys += self._log_keys(kind)
+            args += ["1", kind, _score(at), json.dumps(dict(data))]
         for scope, value in (actuals or {}).items():
             args += [scope, value]
-        reply = yield _Eval(SCRIPTS["settle"], self._hold_keys(hold_id), tuple(args))
+        reply = yield _Eval(SCRIPTS["settle"], keys, tuple(args))
         if not reply:
             raise UnknownHoldError(hold_id)
         _check_overflow(reply, None)
@@ -507,9 +516,12 @@ class _Ops:
 
     # -- logs ------------------------------------------------------------------------
 
+    def _log_keys(self, kind: str) -> tuple[str, str]:
+        return (f"{self.p}log:{kind}", f"{self.p}log-seq:{kind}")
+
     def append_log(self, kind: str, at: float, data: Mapping[str, Any]) -> Plan[None]:
         Checks.log(kind, at, data)
-        keys = (f"{self.p}log:{kind}", f"{self.p}log-seq:{kind}")
+        keys = self._log_keys(kind)
         yield _Eval(SCRIPTS["log_append"], keys, (self.p, _score(at), json.dumps(dict(data))))
 
     def read_log(self, kind: str, since: float, until: float, limit: int) -> Plan[list[LogEntry]]:
@@ -776,8 +788,9 @@ class RedisStore(_Shell, Store):
         model: str | None,
         now: float,
         actuals: Mapping[str, int] | None = None,
+        log: LogRecord | None = None,
     ) -> SettleResult:
-        return self._run(self._ops.settle(hold_id, actual, model, now, actuals))
+        return self._run(self._ops.settle(hold_id, actual, model, now, actuals, log))
 
     def release(self, hold_id: str, now: float) -> bool:
         return self._run(self._ops.release(hold_id, now))
@@ -896,8 +909,9 @@ class AsyncRedisStore(_Shell):
         model: str | None,
         now: float,
         actuals: Mapping[str, int] | None = None,
+        log: LogRecord | None = None,
     ) -> SettleResult:
-        return await self._run(self._ops.settle(hold_id, actual, model, now, actuals))
+        return await self._run(self._ops.settle(hold_id, actual, model, now, actuals, log))
 
     async def release(self, hold_id: str, now: float) -> bool:
         return await self._run(self._ops.release(hold_id, now))

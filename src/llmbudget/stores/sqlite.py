@@ -40,6 +40,7 @@ from llmbudget.stores.base import (
     Checks,
     Line,
     LogEntry,
+    LogRecord,
     Refusal,
     SettleResult,
     Store,
@@ -402,11 +403,13 @@ class SQLiteStore(Store):
         model: str | None,
         now: float,
         actuals: Mapping[str, int] | None = None,
+        log: LogRecord | None = None,
     ) -> SettleResult:
-        Checks.settle(hold_id, actual, model, now, actuals)
+        Checks.settle(hold_id, actual, model, now, actuals, log)
         if self._absent():
             raise UnknownHoldError(hold_id)
         over = actuals or {}
+        entry = None if log is None else (log[0], log[1], json.dumps(dict(log[2])))
 
         def run() -> SettleResult:
             with self._write() as conn:
@@ -424,6 +427,8 @@ class SQLiteStore(Store):
                     "UPDATE holds SET state = 'settled', actual = ? WHERE id = ?",
                     (actual, hold_id),
                 )
+                if entry is not None:
+                    conn.execute("INSERT INTO logs (kind, at, data) VALUES (?, ?, ?)", entry)
                 return SettleResult(actual, already=False)
 
         return self._guard(run)
