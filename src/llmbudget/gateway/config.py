@@ -77,6 +77,7 @@ from llmbudget.gateway.config_schema import (
     LooseBudgetModel,
     RouterModel,
 )
+from llmbudget.gateway.rate_limits import RATE_LIMIT_FIELDS, RateLimits
 from llmbudget.metering.policy import DEFAULT_OUTPUT_CAP as SAFE_OUTPUT_CAP
 from llmbudget.periods import Period
 from llmbudget.pricing import ModelPrice, PriceBook
@@ -217,6 +218,7 @@ class Entity:
     models: frozenset[str] | None = None
     team: str | None = None
     org: str | None = None
+    limits: RateLimits = field(default_factory=RateLimits)
 
     @classmethod
     def of(cls, name: str, model: EntityModel | None, where: str) -> Entity:
@@ -230,6 +232,7 @@ class Entity:
             models=parse_models(model.models, where),
             team=getattr(model, "team", None),
             org=getattr(model, "org", None),
+            limits=RateLimits.parse(model.model_dump(include=set(RATE_LIMIT_FIELDS)), where),
         )
 
 

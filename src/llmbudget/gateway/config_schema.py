@@ -133,11 +133,18 @@ class LooseBudgetModel(BudgetModel):
 ModelBudgets = dict[Name, BudgetModel | None]
 
 
+Limit = Annotated[StrictInt, Field(ge=1)] | None
+
+
 class EntityModel(BudgetFields):
-    """An org: its budget, per-model budgets and allowed models."""
+    """An org: its budget, per-model budgets, allowed models and rate limits."""
 
     model_budgets: ModelBudgets | None = None
     models: list[StrictStr] | None = None
+    rpm_limit: Limit = None
+    tpm_limit: Limit = None
+    tpd_limit: Limit = None
+    max_parallel_requests: Limit = None
 
 
 class TeamModel(EntityModel):
@@ -262,6 +269,10 @@ class StaticKeyModel(StrictModel):
     expires_at: Any = None
     duration: Any = None
     metadata: Any = None
+    rpm_limit: Any = None
+    tpm_limit: Any = None
+    tpd_limit: Any = None
+    max_parallel_requests: Any = None
 
 
 class GatewayFile(StrictModel):

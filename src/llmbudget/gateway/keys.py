@@ -41,6 +41,7 @@ from llmbudget.clock import Clock, system_clock
 from llmbudget.errors import InvalidInputError
 from llmbudget.gateway.config import BudgetSpec, parse_model_budgets, parse_models
 from llmbudget.gateway.errors import GatewayError
+from llmbudget.gateway.rate_limits import RATE_LIMIT_FIELDS, RateLimits
 from llmbudget.stores.base import AsyncStore, Store
 
 __all__ = ["KEY_DOC_KIND", "SECRET_PREFIX", "KeyManager", "VirtualKey", "hash_secret", "key_id"]
@@ -53,7 +54,7 @@ _FIELDS = frozenset(
     {
         "user", "team", "org", "name", "models", "budget", "max_budget", "period",
         "budget_duration", "timezone", "rolling", "model_budgets", "expires_at", "duration",
-        "metadata",
+        "metadata", *RATE_LIMIT_FIELDS,
     }
 )  # fmt: skip
 _PATCHABLE = _FIELDS - {"user"}
@@ -95,6 +96,7 @@ class VirtualKey:
     updated_at: float = 0.0
     metadata: Mapping[str, Any] = field(default_factory=dict)
     source: str = "api"
+    limits: RateLimits = field(default_factory=RateLimits)
 
     def problem(self, now: float) -> str | None:
         """Why the key cannot be used now (``None``: it can)."""
@@ -122,6 +124,7 @@ class VirtualKey:
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
             "metadata": dict(self.metadata),
+            **{name: getattr(self.limits, name) for name in RATE_LIMIT_FIELDS},
             "source": self.source,
         }
 
@@ -154,6 +157,7 @@ class VirtualKey:
             updated_at=float(doc.get("updated_at") or 0.0),
             metadata=dict(doc.get("metadata") or {}),
             source=str(doc.get("source") or "api"),
+            limits=RateLimits.parse(doc, "key"),
         )
 
 
@@ -361,6 +365,7 @@ def _apply(key: VirtualKey, fields: Mapping[str, Any], now: float) -> VirtualKey
         if metadata is not None and not isinstance(metadata, Mapping):
             raise InvalidInputError("metadata must be a JSON object")
         changes["metadata"] = dict(metadata or {})
+    changes["limits"] = key.limits.updated(fields, "key")
     return replace(key, **changes)
 
 
