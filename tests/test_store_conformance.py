@@ -1243,7 +1243,8 @@ def test_postgres_migrations_are_versioned_and_safe_to_run_concurrently(
 ) -> None:
     import psycopg
 
-    from llmbudget.stores.postgres import _MIGRATIONS, PostgresStore
+    from llmbudget.stores.postgres import PostgresStore
+    from llmbudget.stores.postgres_sql import MIGRATIONS as _MIGRATIONS
 
     schema = storekit.isolation_name(tmp_path) + "_mig"
     url = storekit.with_query(storekit.POSTGRES_URL, schema=schema)
@@ -1288,7 +1289,8 @@ def test_postgres_holds_and_budgets_of_the_previous_schema_keep_working(tmp_path
     import psycopg
     from psycopg import sql
 
-    from llmbudget.stores.postgres import _MIGRATIONS, PostgresStore
+    from llmbudget.stores.postgres import PostgresStore
+    from llmbudget.stores.postgres_sql import MIGRATIONS as _MIGRATIONS
 
     schema = storekit.isolation_name(tmp_path) + "_old"
     try:
@@ -1387,7 +1389,7 @@ def test_postgres_rejects_a_newer_schema(postgres_store: Any) -> None:
 def test_postgres_errors_are_translated(postgres_store: Any) -> None:
     # A data error on the server is a StoreError, not a driver exception. (NUL in text,
     # which PostgreSQL refuses, no longer gets that far: it is refused first.)
-    from llmbudget.stores.postgres import _Query
+    from llmbudget.stores.postgres_sql import Query as _Query
 
     def failing() -> Any:
         yield _Query("SELECT 1 / 0")
