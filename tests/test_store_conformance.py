@@ -1094,7 +1094,7 @@ def test_redis_lua_money_arithmetic_is_exact(redis_store: Any) -> None:
     # Lua numbers are doubles: money is added and compared as decimal strings in lib.lua.
     import random
 
-    from llmbudget.stores.redis import SCRIPTS
+    from llmbudget.stores.redis_ops import SCRIPTS
 
     lib = SCRIPTS["reserve"].source.split("\n-- reserve:")[0]
     probe = lib + "\nreturn {big_add(ARGV[2], ARGV[3]), big_cmp(ARGV[2], ARGV[3])}"
