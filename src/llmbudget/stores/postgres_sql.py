@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, TypeVar
 
 from psycopg import sql
@@ -30,6 +29,7 @@ from llmbudget.stores.base import (
     Usage,
     charge_conflict,
 )
+from llmbudget.stores.sql import migrations
 
 __all__ = [
     "BUDGET_COLUMNS",
@@ -67,14 +67,7 @@ LOCK_CLASS = 0x4C4C4D42
 
 # The schema, one migration per file in ``stores/sql/`` (``postgres_<version>_<name>.sql``),
 # applied in order; never edit one that has shipped.
-MIGRATIONS: tuple[str, ...] = tuple(
-    entry.read_text(encoding="utf-8")
-    for entry in sorted(
-        (f for f in (resources.files("llmbudget.stores") / "sql").iterdir()),
-        key=lambda f: f.name,
-    )
-    if entry.name.startswith("postgres_") and entry.name.endswith(".sql")
-)
+MIGRATIONS = migrations("postgres")
 
 BUDGET_COLUMNS = "scope, limit_units, duration, timezone, rolling, created_at, updated_at, unit"
 

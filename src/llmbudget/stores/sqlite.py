@@ -48,58 +48,19 @@ from llmbudget.stores.base import (
     charge_conflict,
     check_counter,
 )
+from llmbudget.stores.checkpoints import Checkpointer
 from llmbudget.stores.group_commit import GroupWriter
 from llmbudget.stores.outcomes import capture
+from llmbudget.stores.sql import migrations
 from llmbudget.units import Unit
 
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
-# Each entry upgrades the schema by one version (PRAGMA user_version); never edit old ones.
-_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE spend (
-        scope TEXT NOT NULL, window INTEGER NOT NULL, spent INTEGER NOT NULL,
-        PRIMARY KEY (scope, window)) WITHOUT ROWID;
-    CREATE TABLE spend_model (
-        scope TEXT NOT NULL, window INTEGER NOT NULL, model TEXT NOT NULL,
-        spent INTEGER NOT NULL, PRIMARY KEY (scope, window, model)) WITHOUT ROWID;
-    CREATE TABLE holds (
-        id TEXT PRIMARY KEY, amount INTEGER NOT NULL, expires_at REAL NOT NULL,
-        state TEXT NOT NULL, actual INTEGER NOT NULL DEFAULT 0, lines TEXT NOT NULL);
-    CREATE INDEX holds_expires ON holds (expires_at);
-    -- Only holds still counting live here, so the sum of active holds stays a short scan.
-    CREATE TABLE active_holds (
-        scope TEXT NOT NULL, window INTEGER NOT NULL, hold_id TEXT NOT NULL,
-        amount INTEGER NOT NULL, expires_at REAL NOT NULL,
-        PRIMARY KEY (scope, window, hold_id)) WITHOUT ROWID;
-    CREATE TABLE budgets (
-        scope TEXT PRIMARY KEY, limit_units INTEGER, duration TEXT,
-        timezone TEXT NOT NULL, rolling INTEGER NOT NULL,
-        created_at REAL NOT NULL, updated_at REAL NOT NULL) WITHOUT ROWID;
-    """,
-    """
-    CREATE TABLE docs (
-        kind TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL,
-        PRIMARY KEY (kind, key)) WITHOUT ROWID;
-    CREATE TABLE logs (
-        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, at REAL NOT NULL, data TEXT NOT NULL);
-    CREATE INDEX logs_kind_at ON logs (kind, at);
-    """,
-    """
-    CREATE TABLE charges (
-        id TEXT PRIMARY KEY, amount INTEGER NOT NULL, scopes TEXT NOT NULL,
-        at REAL NOT NULL) WITHOUT ROWID;
-    CREATE INDEX charges_at ON charges (at);
-    """,
-    # 4: budgets in other units (requests, tokens, concurrent). Holds need no change: a
-    # line (JSON) with an amount of its own is [scope, window, amount]; [scope, window]
-    # holds the hold's amount.
-    """
-    ALTER TABLE budgets ADD COLUMN unit TEXT NOT NULL DEFAULT 'usd';
-    """,
-)
+# The schema, one migration per file in ``stores/sql/`` (``sqlite_<version>_<name>.sql``),
+# applied in order (PRAGMA user_version); never edit one that has shipped.
+_MIGRATIONS = migrations("sqlite")
 
 _SPENT = "SELECT spent FROM spend WHERE scope = ? AND window = ?"
 _HELD = (
@@ -154,7 +115,7 @@ class SQLiteStore(Store):
         self._ready_lock = threading.Lock()
         self._writer: GroupWriter | None = None
         self._writer_pid = 0
-        self._checkpoints: _Checkpointer | None = None
+        self._checkpoints: Checkpointer | None = None
         if path == ":memory:" or os.path.exists(path):
             self._guard(self._ensure)
 
@@ -288,7 +249,7 @@ class SQLiteStore(Store):
                 self._writer = GroupWriter(self._run_group, name="llmbudget-sqlite-writer")
                 self._writer_pid = os.getpid()
                 if self.path != ":memory:":
-                    self._checkpoints = _Checkpointer(self)
+                    self._checkpoints = Checkpointer(self.path)
             return self._writer
 
     def _run_group(self, calls: Sequence[Callable[[], Any]]) -> list[Any]:
@@ -761,50 +722,3 @@ def _budget(row: Sequence[object]) -> BudgetRecord:
 def _load(text: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(text)
     return data
-
-
-class _Checkpointer:
-    """Checkpoints the WAL beside the writer thread, whose connection does not.
-
-    ``PASSIVE`` copies what it can without waiting for, or blocking, any writer or reader
-    (its fsyncs happen here, not in a commit); it runs every ``interval`` seconds, on a
-    connection of its own, and costs next to nothing when there is nothing to copy.
-    """
-
-    def __init__(self, store: SQLiteStore, *, interval: float = 0.5) -> None:
-        self._store = store
-        self._interval = interval
-        self._stop = threading.Event()
-        self._owned: sqlite3.Connection | None = None
-        self._thread = threading.Thread(
-            target=self._work, name="llmbudget-sqlite-checkpoint", daemon=True
-        )
-        self._thread.start()
-
-    def own(self, conn: sqlite3.Connection) -> None:
-        """The writer's connection: it stops checkpointing on commit from now on."""
-        if self._owned is not conn:
-            conn.execute("PRAGMA wal_autocheckpoint=0")
-            self._owned = conn
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(10)
-
-    def _work(self) -> None:
-        conn: sqlite3.Connection | None = None
-        try:
-            while not self._stop.wait(self._interval):
-                if not os.path.exists(self._store.path):
-                    continue
-                try:
-                    if conn is None:
-                        conn = sqlite3.connect(self._store.path, isolation_level=None)
-                    # A WAL that is all copied restarts from its start at the next write.
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error:
-                    continue  # retried next interval; commits are unaffected
-        finally:
-            if conn is not None:
-                conn.close()
