@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,12 +35,16 @@ class Post:
 @dataclass
 class HttpReceiver:
     """Answers each POST with the next of ``statuses`` (then 200 ``ok``, as Slack does) and
-    records the posts it accepted. ``hang`` holds every request until :meth:`release`."""
+    records the posts it accepted, and when each attempt came (``times``, monotonic).
+    ``retry_after`` goes on every refusal; ``hang`` holds every request until
+    :meth:`release`."""
 
     statuses: list[int] = field(default_factory=list)
     hang: bool = False
+    retry_after: str | None = None
     posts: list[Post] = field(default_factory=list)
     attempts: int = 0
+    times: list[float] = field(default_factory=list)
     url: str = ""
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _released: threading.Event = field(default_factory=threading.Event)
@@ -53,11 +58,15 @@ class HttpReceiver:
                 await anyio.to_thread.run_sync(self._released.wait)
             with self._cond:
                 self.attempts += 1
+                self.times.append(time.monotonic())
                 status = self.statuses.pop(0) if self.statuses else 200
                 if status < 300:
                     self.posts.append(Post(request.url.path, body, dict(request.headers)))
                 self._cond.notify_all()
-            return PlainTextResponse("ok" if status < 300 else "error", status_code=status)
+            if status < 300:
+                return PlainTextResponse("ok")
+            headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+            return PlainTextResponse("error", status_code=status, headers=headers)
 
         return Starlette(routes=[Route("/{path:path}", receive, methods=["POST"])])
 

@@ -144,6 +144,18 @@ def test_a_500_is_retried_then_delivered(make_client: Callable[..., TestClient])
         assert (_manager(client).sent, _manager(client).failed) == (1, 0)
 
 
+def test_a_429_waits_as_long_as_retry_after_asks(
+    make_client: Callable[..., TestClient],
+) -> None:
+    with http_receiver(statuses=[429], retry_after="1") as slack:
+        client = make_client(slack_webhook_url=slack.url, retries=2)  # backoff: 0.01 s
+        _budget(client)
+        _charge(client, "0.6")
+        assert len(slack.wait_posts(1)) == 1
+        assert slack.attempts == 2
+        assert slack.times[1] - slack.times[0] >= 0.95
+
+
 def test_a_4xx_is_not_retried(
     make_client: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -304,6 +316,8 @@ def test_an_untrusted_certificate_is_refused(
         assert _manager(client).failed == 1 and sink.mails == []
 
 
+# The sink asks for a login over plain SMTP to refuse it; aiosmtpd warns about that.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_a_refused_login_is_not_retried(
     make_client: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -281,9 +281,13 @@ class ProviderError(LLMBudgetError):
 class AlertDeliveryError(LLMBudgetError):
     """An alert channel (``webhook``, ``slack``, ``email``) could not deliver one alert.
     ``retryable`` says whether trying again may help (a 5xx, 429 or network error does;
-    a 4xx or a refused login does not)."""
+    a 4xx or a refused login does not); ``retry_after`` is the wait the receiver asked for
+    (a 429's ``Retry-After``), if any."""
 
-    def __init__(self, channel: str, message: str, *, retryable: bool) -> None:
+    def __init__(
+        self, channel: str, message: str, *, retryable: bool, retry_after: float | None = None
+    ) -> None:
         self.channel = channel
         self.retryable = retryable
+        self.retry_after = retry_after
         super().__init__(f"{channel}: {message}")

@@ -4,7 +4,8 @@ Each channel (webhook, Slack, email) gets a :class:`ChannelWorker`, so a channel
 down, slow or refusing only delays its own alerts: the others are delivered by their own
 threads. Requests never wait for any of them. A delivery that raises a retryable
 :class:`~llmbudget.errors.AlertDeliveryError` is tried again after ``backoff``, doubled
-each time (capped at :data:`MAX_BACKOFF`), at most ``retries`` more times; then it is
+each time (or the longer wait a receiver asked for; capped at :data:`MAX_BACKOFF`), at
+most ``retries`` more times; then it is
 logged and counted in :attr:`ChannelWorker.failed`. The queue is bounded too: alerts that
 find it full are dropped, logged and counted, rather than growing memory behind a dead
 channel.
@@ -133,14 +134,14 @@ class ChannelWorker:
                 self.channel.deliver(alert)
                 return True
             except AlertDeliveryError as exc:
-                problem, retryable = str(exc), exc.retryable
+                problem, retryable, asked = str(exc), exc.retryable, exc.retry_after
             except Exception as exc:  # a channel's bug must not end its thread
                 log.exception("alert %s for %s failed unexpectedly", self.name, alert.scope)
-                problem, retryable = f"{type(exc).__name__}: {exc}", False
+                problem, retryable, asked = f"{type(exc).__name__}: {exc}", False, None
             attempt += 1
             if not retryable or attempt > self.retries or self._stopping.is_set():
                 break
-            delay = min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF)
+            delay = min(max(self.backoff * 2 ** (attempt - 1), asked or 0.0), MAX_BACKOFF)
             if self._stopping.wait(delay):
                 break
         log.warning(

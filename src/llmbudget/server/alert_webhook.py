@@ -6,7 +6,8 @@ the HMAC-SHA256 of ``"<t>.<body>"`` (see :mod:`llmbudget.signatures`, whose
 refused as stale.
 
 :func:`post` is the one HTTP delivery both this channel and Slack's use: a 2xx delivers;
-a 5xx, 429 or network error is retryable; any other status is refused for good.
+a 5xx, 429 or network error is retryable (after the ``Retry-After`` a 429 asks for, when
+longer than the backoff); any other status is refused for good.
 
 >>> channel = WebhookChannel("https://hooks.example/budget", secret="whsec")
 >>> channel.name
@@ -23,6 +24,7 @@ import httpx
 
 from llmbudget.clock import Clock, system_clock
 from llmbudget.errors import AlertDeliveryError
+from llmbudget.retrying import retry_after
 from llmbudget.signatures import SIGNATURE_HEADER, sign
 
 from .alert_event import Alert
@@ -44,7 +46,10 @@ def post(
     retryable = status >= 500 or status == 429
     detail = response.text[:200].strip()
     raise AlertDeliveryError(
-        channel, f"HTTP {status}" + (f": {detail}" if detail else ""), retryable=retryable
+        channel,
+        f"HTTP {status}" + (f": {detail}" if detail else ""),
+        retryable=retryable,
+        retry_after=retry_after(response.headers) if status == 429 else None,
     )
 
 
