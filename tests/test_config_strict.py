@@ -232,6 +232,28 @@ backoff = 0.1
 sweep_interval = 10
 budgets = { "user:a:b" = [0.9] }
 headers = { "x-token" = "t" }
+webhook_secret = "whsec"
+slack_webhook_url = "https://hooks.slack.com/services/T0/B0/X"
+projects = { app = [0.8] }
+
+[alerts.gateway]
+keys = { key_1 = [1.0] }
+users = { ann = [0.9] }
+teams = { ml = [0.7] }
+orgs = { acme = [0.6] }
+end_users = { "cust-1" = [0.5] }
+
+[alerts.email]
+host = "smtp.example.com"
+port = 2525
+security = "none"
+username = "alerts"
+password = "pw"
+from = "budget@example.com"
+to = ["ops@example.com"]
+ca_file = "/etc/ssl/ca.pem"
+subject_prefix = "[budget]"
+timeout = 3
 """
 
 
@@ -239,11 +261,13 @@ def _server_cases() -> list[tuple[Any, ...]]:
     import tomllib
 
     data = tomllib.loads(SERVER_TOML)
-    # alerts.budgets and alerts.headers map free names (scopes, header names).
+    # alerts.budgets, .headers, .projects and .gateway.* map free names (scopes, header
+    # names, project and entity names).
+    free = {("alerts", "budgets"), ("alerts", "headers"), ("alerts", "projects")}
     return [
         p
         for p in _keys(data)
-        if p[:2] not in (("alerts", "budgets"), ("alerts", "headers")) or len(p) == 2
+        if (p[:2] not in free or len(p) == 2) and (p[:2] != ("alerts", "gateway") or len(p) <= 3)
     ]
 
 
@@ -251,6 +275,8 @@ def test_the_server_example_loads(tmp_path: Path) -> None:
     (tmp_path / "s.toml").write_text(SERVER_TOML)
     config = load_config(tmp_path / "s.toml")
     assert config.alerts.budgets == {"user:a:b": (0.9,)} and config.port == 8123
+    assert config.alerts.gateway.end_users == {"cust-1": (0.5,)}
+    assert config.alerts.email is not None and config.alerts.email.port == 2525
 
 
 @pytest.mark.parametrize("path", _server_cases(), ids=_shown)

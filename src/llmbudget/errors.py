@@ -12,7 +12,8 @@
      │    │                           windows that cannot be computed (past the year 3100)
      │    ├── InvalidNameError        an id or name that is not text, too long, NUL, surrogates
      │    ├── InvalidTimeError        a timestamp or ttl that is not finite seconds in range
-     │    └── InvalidRequestError     an LLM request that cannot be metered as sent (param)
+     │    ├── InvalidRequestError     an LLM request that cannot be metered as sent (param)
+     │    └── InvalidSignatureError   a webhook signature that is malformed, wrong or stale
      ├── NotFoundError (KeyError)
      │    ├── UnknownUserError        no budget for this user (the seed raised KeyError)
      │    ├── UnknownHoldError        settle/release of a hold the store never saw
@@ -22,7 +23,8 @@
      │    ├── StoreUnavailableError   the store cannot be reached (fail-closed)
      │    └── CorruptRecordError      a stored record that cannot be used (written by an old
      │                                version that let a bad value through)
-     └── ProviderError                an LLM provider call failed (status, provider, body)
+     ├── ProviderError                an LLM provider call failed (status, provider, body)
+     └── AlertDeliveryError           an alert channel could not deliver (channel, retryable)
 
 Driver exceptions (sqlite3, psycopg, redis, httpx) never leak: each store translates
 them at its boundary into :class:`StoreError` / :class:`StoreUnavailableError`.
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from llmbudget.units import Unit
 
 __all__ = [
+    "AlertDeliveryError",
     "BudgetExceededError",
     "CorruptRecordError",
     "CounterOverflowError",
@@ -46,6 +49,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidNameError",
     "InvalidRequestError",
+    "InvalidSignatureError",
     "InvalidTimeError",
     "LLMBudgetError",
     "NotFoundError",
@@ -188,6 +192,15 @@ class InvalidRequestError(InvalidInputError):
         super().__init__(message)
 
 
+class InvalidSignatureError(InvalidInputError):
+    """A signed webhook's signature header is missing or malformed (``reason`` is
+    ``malformed``), does not match the body (``mismatch``), or is too old (``stale``)."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
 class NotFoundError(LLMBudgetError, KeyError):
     """Something named does not exist. Also a ``KeyError``, as the seed raised."""
 
@@ -263,3 +276,18 @@ class ProviderError(LLMBudgetError):
         self.status_code = status_code
         self.body = body
         super().__init__(message)
+
+
+class AlertDeliveryError(LLMBudgetError):
+    """An alert channel (``webhook``, ``slack``, ``email``) could not deliver one alert.
+    ``retryable`` says whether trying again may help (a 5xx, 429 or network error does;
+    a 4xx or a refused login does not); ``retry_after`` is the wait the receiver asked for
+    (a 429's ``Retry-After``), if any."""
+
+    def __init__(
+        self, channel: str, message: str, *, retryable: bool, retry_after: float | None = None
+    ) -> None:
+        self.channel = channel
+        self.retryable = retryable
+        self.retry_after = retry_after
+        super().__init__(f"{channel}: {message}")

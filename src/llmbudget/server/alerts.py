@@ -1,20 +1,24 @@
-"""Soft budget alerts: a JSON webhook when spend crosses 50 %, 80 %, 100 % … of a limit.
+"""Soft budget alerts: when spend crosses 50 %, 80 %, 100 % … of a limit, tell people.
+
+Where: a JSON webhook (signed, :mod:`.alert_webhook`), Slack (:mod:`.alert_slack`), email
+(:mod:`.alert_email`), each delivered by its own thread with bounded retries
+(:mod:`.alert_delivery`), so one dead channel delays none of the others and no request.
 
 Each threshold fires **once per window** per budget, even across restarts and with several
-server processes on one store: the "already fired" marker is a store document
+server processes or replicas on one store: the "already fired" marker is a store document
 (kind ``alert-fired``, key ``<scope>|<window>|<threshold>``) created with
 :meth:`~llmbudget.stores.base.Store.create_doc`, an atomic insert-if-absent. Exactly one
-process creates it, and only that one sends the webhook. A new window has a new key, so
+process creates it, and only that one delivers the alert. A new window has a new key, so
 the alert can fire again there; markers of past windows are deleted by the sweep.
 
-Per-budget thresholds set through the API are documents too (kind ``alert-config``,
-keyed by scope), so any store keeps them and every server process sees them.
+Thresholds: per budget through the API (documents of kind ``alert-config``, keyed by
+scope, so every process sees them), else the config file's (:mod:`.alert_thresholds`:
+per scope, per project or gateway entity, then the default).
 
-Requests never wait for alerts: they only queue the scopes they touched. A checker thread
-compares spend with the thresholds, and a sender thread posts webhooks with a timeout and
-retries; a failed webhook is logged and dropped. A periodic sweep also checks every
-budget, so spend recorded by other writers of the store (library users, other servers)
-raises alerts too.
+Requests never wait for alerts: they only queue the scopes they touched, for a checker
+thread. A periodic sweep also checks every budget, the library's (records in the store)
+and the gateway's (:mod:`.alert_scopes`), so spend recorded by other writers of the store
+(library users, other servers, the gateway) raises alerts too.
 
 >>> format_threshold(0.8), format_threshold(1.0)
 ('0.8', '1')
@@ -22,28 +26,36 @@ raises alerts too.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
-import time
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from decimal import Decimal
-from typing import Any
-from urllib.parse import unquote
 
-import httpx
-
-from llmbudget.budgets import Budget, BudgetStatus
+from llmbudget.budgets import Budget
 from llmbudget.clock import Clock
 from llmbudget.errors import LLMBudgetError
 from llmbudget.ledger import Ledger
 from llmbudget.stores.base import Store
 
+from .alert_delivery import Channel, ChannelWorker
+from .alert_email import EmailChannel
+from .alert_event import Alert, format_threshold
+from .alert_slack import SlackChannel
+from .alert_thresholds import configured_thresholds
+from .alert_webhook import WebhookChannel
 from .config import AlertConfig, parse_thresholds
 
-__all__ = ["CONFIG_KIND", "FIRED_KIND", "Alert", "AlertManager", "format_threshold"]
+__all__ = [
+    "CONFIG_KIND",
+    "FIRED_KIND",
+    "Alert",
+    "AlertManager",
+    "BudgetSource",
+    "channels_for",
+    "format_threshold",
+]
 
 log = logging.getLogger("llmbudget.server.alerts")
 
@@ -51,63 +63,88 @@ CONFIG_KIND = "alert-config"
 FIRED_KIND = "alert-fired"
 
 
-def format_threshold(value: float) -> str:
-    return f"{value:g}"
+#: An async listing of budgets the store holds no record of (the gateway's).
+BudgetSource = Callable[[], Awaitable[Sequence[Budget]]]
 
 
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """One threshold crossed in one window."""
-
-    scope: str
-    threshold: float
-    status: BudgetStatus
-    fired_at: float
-
-    def payload(self) -> dict[str, Any]:
-        parts = self.scope.split(":")
-        project = unquote(parts[1]) if len(parts) >= 3 and parts[0] == "user" else None
-        user = unquote(":".join(parts[2:])) if project is not None else None
-        body: dict[str, Any] = {
-            "event": "budget.threshold_crossed",
-            "scope": self.scope,
-            "project": project,
-            "user": user,
-            "threshold": self.threshold,
-            "threshold_percent": round(self.threshold * 100, 4),
-        }
-        body.update(self.status.to_dict())
-        body["scope"] = self.scope
-        body["fired_at"] = datetime.fromtimestamp(self.fired_at, UTC).isoformat()
-        return body
+def channels_for(config: AlertConfig, clock: Clock) -> list[Channel]:
+    """The channels the config names, in a fixed order: webhook, Slack, email."""
+    channels: list[Channel] = []
+    if config.webhook_url is not None:
+        channels.append(
+            WebhookChannel(
+                config.webhook_url,
+                secret=config.webhook_secret,
+                headers=config.headers,
+                timeout=config.timeout,
+                clock=clock,
+            )
+        )
+    if config.slack_webhook_url is not None:
+        channels.append(SlackChannel(config.slack_webhook_url, timeout=config.timeout))
+    if config.email is not None:
+        channels.append(EmailChannel(config.email))
+    return channels
 
 
 class AlertManager:
-    """Checks budgets against thresholds and sends webhooks in the background."""
+    """Checks budgets against thresholds and delivers alerts in the background.
 
-    def __init__(self, config: AlertConfig, ledger: Ledger, store: Store, clock: Clock) -> None:
+    ``channels`` default to the config's (:func:`channels_for`); tests may pass their own.
+
+    >>> from llmbudget.clock import FrozenClock
+    >>> from llmbudget.stores.memory import MemoryStore
+    >>> store, clock = MemoryStore(), FrozenClock(1_773_576_000.0)
+    >>> manager = AlertManager(AlertConfig(), Ledger(store, clock=clock), store, clock)
+    >>> manager.enabled  # no channel configured
+    False
+    """
+
+    def __init__(
+        self,
+        config: AlertConfig,
+        ledger: Ledger,
+        store: Store,
+        clock: Clock,
+        channels: Sequence[Channel] | None = None,
+    ) -> None:
         self.config = config
         self.ledger = ledger
         self.store = store
         self.clock = clock
         self._checks: queue.Queue[str | None] = queue.Queue()
-        self._sends: queue.Queue[Alert | None] = queue.Queue()
         self._pending: set[str] = set()
         self._pending_lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        # Checks and sends queued or running; wait_idle() waits for it to reach zero.
+        self._checker: threading.Thread | None = None
+        # Checks and deliveries queued or running; wait_idle() waits for it to reach zero.
         self._busy = 0
         self._idle = threading.Condition()
-        self._client: httpx.Client | None = None
+        self.workers = [
+            ChannelWorker(c, retries=config.retries, backoff=config.backoff, done=self._end)
+            for c in (channels_for(config, clock) if channels is None else channels)
+        ]
+        self._sources: list[BudgetSource] = []
         # (scope, window, threshold) this process knows are fired: spares the store a
         # refused reserve on every later check of a budget that is already past a threshold.
         self._known: set[tuple[str, int, float]] = set()
-        self.sent: int = 0
-        self.failed: int = 0
 
     @property
     def enabled(self) -> bool:
-        return self.config.webhook_url is not None
+        return bool(self.workers)
+
+    @property
+    def sent(self) -> int:
+        """Deliveries that succeeded, over every channel."""
+        return sum(w.sent for w in self.workers)
+
+    @property
+    def failed(self) -> int:
+        """Deliveries given up on (out of retries, refused, or dropped), over every channel."""
+        return sum(w.failed for w in self.workers)
+
+    def add_source(self, source: BudgetSource) -> None:
+        """Also sweep the budgets ``source`` lists (the gateway's: see :mod:`.alert_scopes`)."""
+        self._sources.append(source)
 
     # -- thresholds ------------------------------------------------------------------
 
@@ -116,7 +153,7 @@ class AlertManager:
         override = self.stored_thresholds(scope)
         if override is not None:
             return override
-        return self.config.budgets.get(scope, self.config.thresholds)
+        return configured_thresholds(self.config, scope)
 
     def stored_thresholds(self, scope: str) -> tuple[float, ...] | None:
         doc = self.store.get_doc(CONFIG_KIND, scope)
@@ -175,16 +212,19 @@ class AlertManager:
             if claimed:
                 alert = Alert(budget.scope, threshold, status, now)
                 fired.append(alert)
-                self._begin()
-                self._sends.put(alert)
+                for worker in self.workers:
+                    self._begin()
+                    worker.put(alert)
         return fired
 
-    def sweep(self) -> int:
-        """Check every limited budget of the store (and forget markers of past windows);
-        returns how many alerts fired."""
+    def sweep(self, extra: Iterable[Budget] = ()) -> int:
+        """Check every limited budget of the store and of ``extra`` (and forget markers of
+        past windows); returns how many alerts fired."""
         count = 0
         now = self.clock()
-        for budget in self.ledger.budgets(""):
+        budgets = {b.scope: b for b in self.ledger.budgets("")}
+        budgets.update((b.scope, b) for b in extra)
+        for budget in budgets.values():
             if budget.limit is None:
                 continue
             try:
@@ -193,6 +233,17 @@ class AlertManager:
             except LLMBudgetError as exc:
                 log.warning("alert check of %r failed: %s", budget.scope, exc)
         return count
+
+    async def asweep(self) -> int:
+        """:meth:`sweep` with the budgets of every added source (run from the event loop:
+        the sources are async; the store calls go to a thread)."""
+        extra: list[Budget] = []
+        for source in self._sources:
+            try:
+                extra.extend(await source())
+            except Exception:  # one failed listing must not stop the library's alerts
+                log.exception("listing budgets for the alert sweep failed")
+        return await asyncio.to_thread(self.sweep, extra)
 
     def _claim(self, scope: str, window: int, threshold: float, now: float) -> bool:
         """Atomically mark (scope, window, threshold) as fired; ``True`` for the one winner."""
@@ -209,25 +260,24 @@ class AlertManager:
     # -- background threads ------------------------------------------------------------
 
     def start(self) -> None:
-        if not self.enabled or self._threads:
+        if not self.enabled or self._checker is not None:
             return
-        self._client = httpx.Client(timeout=self.config.timeout)
-        for target, name in ((self._check_loop, "checker"), (self._send_loop, "sender")):
-            thread = threading.Thread(target=target, name=f"llmbudget-alerts-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        for worker in self.workers:
+            worker.start()
+        self._checker = threading.Thread(
+            target=self._check_loop, name="llmbudget-alerts-checker", daemon=True
+        )
+        self._checker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        if not self._threads:
+        """Finish queued checks, then each channel's queued deliveries, and end the threads."""
+        if self._checker is None:
             return
         self._checks.put(None)
-        self._threads[0].join(timeout)
-        self._sends.put(None)
-        self._threads[1].join(timeout)
-        self._threads.clear()
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._checker.join(timeout)
+        self._checker = None
+        for worker in self.workers:
+            worker.stop(timeout)
 
     def _begin(self) -> None:
         with self._idle:
@@ -263,45 +313,3 @@ class AlertManager:
                 log.exception("alert check of %r failed", scope)
             finally:
                 self._end()
-
-    def _send_loop(self) -> None:
-        while True:
-            alert = self._sends.get()
-            if alert is None:
-                return
-            try:
-                self.send(alert)
-            finally:
-                self._end()
-
-    def send(self, alert: Alert) -> bool:
-        """POST one alert, retrying network errors and 5xx/429 with exponential backoff."""
-        url = self.config.webhook_url
-        client = self._client
-        if url is None or client is None:
-            return False
-        payload = alert.payload()
-        headers = {"Content-Type": "application/json", **self.config.headers}
-        attempts = self.config.retries + 1
-        for attempt in range(attempts):
-            try:
-                response = client.post(url, json=payload, headers=headers)
-                if response.status_code < 300:
-                    self.sent += 1
-                    return True
-                retryable = response.status_code >= 500 or response.status_code == 429
-                problem = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                retryable, problem = True, f"{type(exc).__name__}: {exc}"
-            if not retryable or attempt == attempts - 1:
-                break
-            time.sleep(self.config.backoff * 2**attempt)
-        self.failed += 1
-        log.warning(
-            "alert webhook for %s at %s%% failed after %d attempt(s): %s",
-            alert.scope,
-            format_threshold(alert.threshold * 100),
-            attempt + 1,
-            problem,
-        )
-        return False

@@ -15,16 +15,17 @@ Prometheus ``/metrics`` and ``/openapi.json``. The interactive docs pages are of
 load scripts from a CDN, and nothing here may.
 
 Background work (started by the ASGI lifespan): a sweep of expired holds every
-``purge_interval`` seconds, and, with a webhook configured, the alert threads and a
-periodic alert sweep.
+``purge_interval`` seconds, and, with an alert channel configured, the alert threads and
+a periodic alert sweep (the gateway's budgets included).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ from llmbudget.replay import Replayer
 from llmbudget.stores import open_store
 from llmbudget.stores.base import Store
 
+from .alert_scopes import gateway_budgets
 from .alerts import AlertManager
 from .api import health_router, require_admin, router, seed_router
 from .auth import AdminAuth
@@ -105,11 +107,12 @@ def create_app(
         replayer = Replayer(state.store, state.ledger.plans.journal)
         await replayer.start()
         state.alerts.start()
-        tasks = [asyncio.create_task(_every(config.purge_interval, state.ledger.purge, "purge"))]
+        purge = functools.partial(asyncio.to_thread, state.ledger.purge)
+        tasks = [asyncio.create_task(_every(config.purge_interval, purge, "purge"))]
         if state.alerts.enabled:
             tasks.append(
                 asyncio.create_task(
-                    _every(config.alerts.sweep_interval, state.alerts.sweep, "alert sweep")
+                    _every(config.alerts.sweep_interval, state.alerts.asweep, "alert sweep")
                 )
             )
         try:
@@ -158,6 +161,8 @@ def create_app(
             app, config.gateway, store=backend, clock=clock, master_key=config.admin_key
         )
         app.state.gateway = gateway
+        # The gateway's budgets are not records in the store: the alert sweep asks it.
+        state.alerts.add_source(functools.partial(gateway_budgets, gateway))
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_admin)])
     def openapi() -> JSONResponse:
@@ -189,11 +194,11 @@ def app_from_env() -> FastAPI:
     return create_app(load_config(os.environ.get("LLMBUDGET_CONFIG") or None))
 
 
-async def _every(interval: float, fn: Callable[[], Any], what: str) -> None:
+async def _every(interval: float, fn: Callable[[], Awaitable[Any]], what: str) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.to_thread(fn)
+            await fn()
         except Exception:  # a failed sweep is retried next time; it must not end the loop
             log.exception("periodic %s failed", what)
 

@@ -13,8 +13,17 @@ file; ``$LLMBUDGET_STORE`` and ``$LLMBUDGET_ADMIN_KEY`` fill what neither set.
 
     [alerts]
     webhook_url = "https://hooks.example/budget"
+    webhook_secret = "os.environ/ALERT_SECRET"   # signs each webhook (HMAC-SHA256)
+    slack_webhook_url = "https://hooks.slack.com/services/T0/B0/XYZ"
     thresholds = [0.5, 0.8, 1.0]     # fractions of the limit, for every budget
     budgets = { "user:my-app:alice" = [0.9] }   # per-scope override
+    projects = { "my-app" = [0.8, 1.0] }        # every budget of a library project
+    [alerts.gateway]
+    teams = { ml = [0.5, 0.9] }      # also keys, users, orgs, end_users
+    [alerts.email]
+    host = "smtp.example.com"
+    from = "budget@example.com"
+    to = ["ops@example.com"]
 
 The gateway's keys (``model_list``, ``router_settings``, ``general_settings``, ``budgets``,
 ``users``, ``teams``, ``orgs``, ``end_users``, ``keys``; see ``docs/gateway.md``) may sit in
@@ -35,16 +44,32 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 
 from llmbudget.config_models import StrictModel, parse
 from llmbudget.errors import InvalidInputError
 from llmbudget.periods import Period
 from llmbudget.validation import MAX_TTL, MIN_TTL
 
-__all__ = ["AlertConfig", "ServerConfig", "load_config", "parse_thresholds"]
+from .alert_email import EmailSettings
+
+__all__ = [
+    "AlertConfig",
+    "EntityThresholds",
+    "ServerConfig",
+    "load_config",
+    "parse_thresholds",
+]
 
 DEFAULT_MAX_BODY = 1024 * 1024
 GATEWAY_KEYS = frozenset(
@@ -75,13 +100,37 @@ def parse_thresholds(value: object, *, what: str = "thresholds") -> tuple[float,
     return tuple(sorted(out))
 
 
+Overrides = Mapping[str, tuple[float, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class EntityThresholds:
+    """Per-entity thresholds of the gateway's budgets, by name (a key by its id). Each
+    covers the entity's own budget and its per-model budgets."""
+
+    keys: Overrides = field(default_factory=dict)
+    users: Overrides = field(default_factory=dict)
+    teams: Overrides = field(default_factory=dict)
+    orgs: Overrides = field(default_factory=dict)
+    end_users: Overrides = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class AlertConfig:
-    """Soft thresholds and where to send them. No ``webhook_url``: alerts are off."""
+    """Soft thresholds and where to send them: a JSON webhook (signed with
+    ``webhook_secret``), Slack, email. No channel configured: alerts are off.
+
+    ``timeout``, ``retries`` and ``backoff`` apply to every channel's HTTP attempts
+    (email has its own ``timeout``)."""
 
     webhook_url: str | None = None
+    webhook_secret: str | None = None
+    slack_webhook_url: str | None = None
+    email: EmailSettings | None = None
     thresholds: tuple[float, ...] = (0.5, 0.8, 1.0)
-    budgets: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    budgets: Overrides = field(default_factory=dict)
+    projects: Overrides = field(default_factory=dict)
+    gateway: EntityThresholds = field(default_factory=EntityThresholds)
     timeout: float = 5.0
     retries: int = 3
     backoff: float = 0.5
@@ -144,16 +193,7 @@ class ServerConfig:
             default_timezone=file.default_timezone,
             trust_client_clock=file.trust_client_clock,
             session_ttl=float(file.session_ttl),
-            alerts=AlertConfig(
-                webhook_url=alerts.webhook_url,
-                thresholds=tuple(alerts.thresholds),
-                budgets=dict(alerts.budgets),
-                timeout=float(alerts.timeout),
-                retries=alerts.retries,
-                backoff=float(alerts.backoff),
-                sweep_interval=float(alerts.sweep_interval),
-                headers=dict(alerts.headers),
-            ),
+            alerts=alerts.config(),
             gateway=gateway,
         )
 
@@ -185,15 +225,100 @@ Positive = Annotated[StrictInt | StrictFloat, Field(gt=0, allow_inf_nan=False)]
 Thresholds = Annotated[Any, AfterValidator(_thresholds)]
 
 
+def _secret(value: str | None) -> str | None:
+    from llmbudget.gateway.config import resolve_secret
+
+    # os.environ/NAME reads the variable (as in the gateway's config), so no secret need
+    # be written in the file.
+    return resolve_secret(value, "secret")
+
+
+def _address(value: str) -> str:
+    # A line break would let a value add mail headers.
+    if "@" not in value or any(c in value for c in "\r\n") or value != value.strip():
+        raise ValueError(f"{value!r} is not an email address")
+    return value
+
+
+Url = Annotated[StrictStr | None, AfterValidator(_webhook)]
+Secret = Annotated[StrictStr | None, AfterValidator(_secret)]
+Address = Annotated[StrictStr, AfterValidator(_address)]
+Names = dict[StrictStr, Thresholds]
+
+
+class _EmailFile(StrictModel):
+    host: Annotated[StrictStr, Field(min_length=1)]
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: Secret = None
+    password: Secret = None
+    sender: Address = Field(validation_alias=AliasChoices("sender", "from"))
+    to: Annotated[list[Address], Field(min_length=1)]
+    ca_file: StrictStr | None = None
+    subject_prefix: StrictStr = "[llmbudget]"
+    timeout: Positive = 10.0
+
+    def settings(self) -> EmailSettings:
+        return EmailSettings(
+            host=self.host,
+            port=self.port,
+            security=self.security,
+            username=self.username,
+            password=self.password,
+            sender=self.sender,
+            to=tuple(self.to),
+            ca_file=self.ca_file,
+            subject_prefix=self.subject_prefix,
+            timeout=float(self.timeout),
+        )
+
+
+class _GatewayThresholdsFile(StrictModel):
+    keys: Names = Field(default_factory=dict)
+    users: Names = Field(default_factory=dict)
+    teams: Names = Field(default_factory=dict)
+    orgs: Names = Field(default_factory=dict)
+    end_users: Names = Field(default_factory=dict)
+
+
 class _AlertsFile(StrictModel):
-    webhook_url: Annotated[StrictStr | None, AfterValidator(_webhook)] = None
+    webhook_url: Url = None
+    webhook_secret: Secret = None
+    slack_webhook_url: Annotated[Secret, AfterValidator(_webhook)] = None
+    email: _EmailFile | None = None
     thresholds: Thresholds = (0.5, 0.8, 1.0)
-    budgets: dict[StrictStr, Thresholds] = Field(default_factory=dict)
+    budgets: Names = Field(default_factory=dict)
+    projects: Names = Field(default_factory=dict)
+    gateway: _GatewayThresholdsFile | None = None
     timeout: Positive = 5.0
-    retries: Annotated[StrictInt, Field(ge=0)] = 3
+    retries: Annotated[StrictInt, Field(ge=0, le=20)] = 3
     backoff: Positive = 0.5
     sweep_interval: Positive = 30.0
     headers: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+
+    def config(self) -> AlertConfig:
+        gateway = self.gateway or _GatewayThresholdsFile()
+        return AlertConfig(
+            webhook_url=self.webhook_url,
+            webhook_secret=self.webhook_secret,
+            slack_webhook_url=self.slack_webhook_url,
+            email=self.email.settings() if self.email else None,
+            thresholds=tuple(self.thresholds),
+            budgets=dict(self.budgets),
+            projects=dict(self.projects),
+            gateway=EntityThresholds(
+                keys=dict(gateway.keys),
+                users=dict(gateway.users),
+                teams=dict(gateway.teams),
+                orgs=dict(gateway.orgs),
+                end_users=dict(gateway.end_users),
+            ),
+            timeout=float(self.timeout),
+            retries=self.retries,
+            backoff=float(self.backoff),
+            sweep_interval=float(self.sweep_interval),
+            headers=dict(self.headers),
+        )
 
 
 class _ServerFile(StrictModel):
