@@ -299,3 +299,21 @@ def test_old_window_markers_are_forgotten_by_the_sweep(
     clock.advance(86_400)
     client.app.state.llmbudget.alerts.sweep()  # type: ignore[attr-defined]
     assert store.list_docs("alert-fired") == []
+
+
+def test_rate_limits_are_not_alerted(
+    make_client: Callable[..., TestClient], receiver: Receiver
+) -> None:
+    from llmbudget.budgets import Budget
+
+    client = make_client(receiver.url)
+    alerts = client.app.state.llmbudget.alerts  # type: ignore[attr-defined]
+    rpm = Budget.of("rpm:key:k1", 2, "1m", unit="requests")
+    alerts.ledger.define(rpm)
+    for _ in range(2):  # 100 % of a rate limit
+        alerts.ledger.settle(alerts.ledger.reserve([rpm], 0, counts={"requests": 1}), 0)
+    assert alerts.check(rpm) == []
+    dollars = Budget.of("usd:key:k1", 2, "daily")
+    alerts.ledger.define(dollars)
+    alerts.ledger.charge([dollars], 2)
+    assert [a.threshold for a in alerts.check(dollars)] == [0.5, 0.8, 1.0]

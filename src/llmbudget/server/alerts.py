@@ -190,7 +190,9 @@ class AlertManager:
     def check(self, budget: Budget) -> list[Alert]:
         """Fire (queue for sending) every threshold the budget has crossed in this window
         and that no process has fired yet. Returns what this call fired."""
-        if budget.limit is None or budget.limit <= 0:
+        if budget.limit is None or budget.limit <= 0 or budget.unit != "usd":
+            # Rate limits (requests, tokens, slots) refill every minute or day: an alert
+            # per window would be noise, and they never put money at risk.
             return []
         thresholds = self.thresholds_for(budget.scope)
         if not thresholds:
