@@ -205,7 +205,7 @@ def test_two_workers_64_clients_never_overspend_and_metrics_agree(
 def test_workers_with_a_memory_store_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
 
-    import llmbudget.server.workers as workers
+    from llmbudget.server import workers
 
     started: list[object] = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(a))
