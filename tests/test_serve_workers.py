@@ -233,3 +233,70 @@ def test_default_worker_count_follows_the_store(tmp_path: Path) -> None:
     check_workers("sqlite:///a.db", 8)  # any number on a shared store
     with pytest.raises(ValueError, match="at least 1"):
         check_workers("sqlite:///a.db", 0)
+
+
+def _holds_by_pid(metrics_dir: Path) -> dict[int, float]:
+    """Each worker's own holds in flight, read from its file."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    found = {}
+    for path in metrics_dir.glob("gauge_livesum_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        for metric in MultiProcessCollector.merge([str(path)], accumulate=False):
+            if metric.name == "llmbudget_gateway_holds_in_flight":
+                found[pid] = sum(s.value for s in metric.samples)
+    return found
+
+
+@pytest.mark.slow
+def test_a_dead_workers_holds_leave_the_metrics(tmp_path: Path) -> None:
+    upstream = FakeUpstream(reply_tokens=20, delay=4.0)  # calls stay in flight meanwhile
+    with FACTORIES["sqlite"](tmp_path), ServerThread(upstream.app()) as up:
+        config = {
+            "admin_key": ADMIN,
+            "store": store_url("sqlite", tmp_path),
+            "model_list": [deployment(up.url, timeout=60)],
+        }
+        with serving(config, tmp_path, "--workers", "2") as (url, metrics_dir):
+            assert len(_wait_for_workers(metrics_dir, 2)) == 2
+            _wait_ready(url)
+            admin = {"Authorization": f"Bearer {ADMIN}"}
+            created = httpx.post(f"{url}/v1/keys", json={"user": "ann"}, headers=admin)
+            secret = created.json()["key"]
+
+            async def calls() -> tuple[list[int], float]:
+                async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+
+                    async def one() -> int:
+                        try:
+                            r = await http.post(
+                                "/v1/chat/completions",
+                                json={"model": "m", "messages": HI, "max_tokens": 20},
+                                headers={"Authorization": f"Bearer {secret}"},
+                            )
+                        except httpx.TransportError:
+                            return 0  # its worker died
+                        return r.status_code
+
+                    tasks = [asyncio.create_task(one()) for _ in range(8)]
+                    deadline = time.monotonic() + 30
+                    while upstream.count < 8:  # every call is held and upstream
+                        assert time.monotonic() < deadline
+                        await asyncio.sleep(0.02)
+                    by_pid = _holds_by_pid(metrics_dir)
+                    assert sum(by_pid.values()) == 8
+                    victim = max(by_pid, key=lambda pid: by_pid[pid])
+                    os.kill(victim, signal.SIGKILL)
+                    deadline = time.monotonic() + 30
+                    while True:  # the scrape forgets the dead worker once it is reaped
+                        text = (await http.get("/metrics", headers=admin)).text
+                        held = _total(text, "llmbudget_gateway_holds_in_flight")
+                        if held == 8 - by_pid[victim]:
+                            break
+                        assert time.monotonic() < deadline, (held, by_pid)
+                        await asyncio.sleep(0.05)
+                    return await asyncio.gather(*tasks), by_pid[victim]
+
+            codes, cut = asyncio.run(calls())
+            assert codes.count(0) == cut >= 1  # the victim's calls were cut
+            assert codes.count(200) == 8 - codes.count(0)
