@@ -64,6 +64,7 @@ def serving(config: dict[str, Any], tmp_path: Path, *args: str) -> Iterator[tupl
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
     )
+    text = ""
     try:
         assert proc.stdout is not None
         banner: list[str] = []
@@ -79,10 +80,12 @@ def serving(config: dict[str, Any], tmp_path: Path, *args: str) -> Iterator[tupl
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=60)
+            rest, _ = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            rest, _ = proc.communicate()
+    # One block for the whole server, not one per worker.
+    assert (text + rest).count(" server\n  listening") == 1, text + rest
 
 
 def _wait_for_workers(metrics_dir: Path, count: int, timeout: float = 60.0) -> set[str]:
