@@ -15,6 +15,12 @@ of code (store, HTTP server, upstream client, pricing, ...) with the top functio
 
     python bench/bench_cpu.py --seconds 5 --stores memory,sqlite,postgres,redis --profile
 
+``--workers 1,2`` measures ``llmbudget serve`` (the ``serve`` mode) once per worker count
+and prints each count's throughput as a ratio of one worker's, from the same run; CPU is
+then the whole process tree's (the supervisor and its workers).
+
+    python bench/bench_cpu.py --modes serve --stores redis --workers 1,2 --concurrency 64
+
 Prints tables and writes ``bench/results/cpu.json``. PostgreSQL and Redis rows need the
 servers of ``$LLMBUDGET_TEST_POSTGRES`` / ``$LLMBUDGET_TEST_REDIS`` (defaults: this
 machine's 127.0.0.1 services) and are skipped with a note when unreachable.
@@ -76,9 +82,14 @@ GROUPS = [
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of every thread of ``pid``."""
+    """User + system CPU time of every thread of ``pid`` and of its child processes
+    (``serve --workers N``: the workers), living ones read from ``/proc``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    total = (int(fields[11]) + int(fields[12])) / TICKS
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += cpu_seconds(int(child))
+    return total
 
 
 def gateway_config(upstream_port: int, store: str) -> dict[str, Any]:
@@ -165,7 +176,7 @@ def measure(
     return row
 
 
-def gateway_process(mode: str, config_file: Path, port: int, log: Path) -> Any:
+def gateway_process(mode: str, config_file: Path, port: int, log: Path, workers: int = 1) -> Any:
     if mode == "gateway":
         args = [
             sys.executable,
@@ -176,7 +187,7 @@ def gateway_process(mode: str, config_file: Path, port: int, log: Path) -> Any:
         ]
     else:
         args = [str(Path(sys.executable).parent / "llmbudget"), "serve", "--config", str(config_file),
-                "--port", str(port), "--log-level", "warning"]  # fmt: skip
+                "--port", str(port), "--log-level", "warning", "--workers", str(workers)]  # fmt: skip
     env = {**os.environ, "LLMBUDGET_ADMIN_KEY": ADMIN}
     return process(args, env=env, log=log)
 
@@ -238,8 +249,12 @@ def main() -> None:
         "--profile", nargs="?", const="sqlite", metavar="STORE",
         help="py-spy profile of the gateway on STORE (default sqlite)",
     )  # fmt: skip
+    parser.add_argument(
+        "--workers", default="1", help="serve mode: worker counts to measure, e.g. 1,2"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    worker_counts = [int(n) for n in args.workers.split(",")]
     if not shutil.which("wrk"):
         raise SystemExit("bench_cpu needs wrk (apt-get install wrk)")
     if args.profile and not shutil.which("py-spy"):
@@ -263,22 +278,27 @@ def main() -> None:
                 if base_url is None:
                     notes.append(f"{store}: server unreachable, rows skipped")
                     continue
-                for mode in args.modes.split(","):
+                for mode, workers in [
+                    (m, n) for m in args.modes.split(",")
+                    for n in (worker_counts if m == "serve" else [1])
+                ]:  # fmt: skip
                     url = _fresh(base_url)
                     if store == "sqlite":
-                        url = f"sqlite:///{workdir / f'{mode}.db'}"
+                        url = f"sqlite:///{workdir / f'{mode}-{workers}.db'}"
                     port = free_port()
                     config = gateway_config(up_port, url)
                     if mode != "gateway":
                         config = {**config, "store": url, "admin_key": ADMIN}
                     if mode == "server":
                         config = {"store": url, "admin_key": ADMIN}
-                    config_file = workdir / f"{store}-{mode}.yaml"
+                    config_file = workdir / f"{store}-{mode}-{workers}.yaml"
                     config_file.write_text(yaml.safe_dump(config))
-                    log = workdir / f"{store}-{mode}.log"
+                    log = workdir / f"{store}-{mode}-{workers}.log"
                     with contextlib.ExitStack() as cleanup:
                         cleanup.callback(drop, url)
-                        proc = cleanup.enter_context(gateway_process(mode, config_file, port, log))
+                        proc = cleanup.enter_context(
+                            gateway_process(mode, config_file, port, log, workers)
+                        )
                         wait_port(port, 30, proc)
                         if mode == "server":
                             base = f"http://127.0.0.1:{port}/v1/projects/bench"
@@ -292,9 +312,9 @@ def main() -> None:
                                 BODY,
                             )
                         row = measure(proc.pid, target, key, body, args.concurrency, args.seconds)
-                        row.update(store=store, mode=mode)
+                        row.update(store=store, mode=mode, workers=workers)
                         rows.append(row)
-                        print(f"{mode:<8}{store:<10}{row['rps']:>10.1f} req/s"
+                        print(f"{mode:<8}{store:<10}{workers:>3}{row['rps']:>10.1f} req/s"
                               f"{row['cpu_us_per_request']:>10.1f} µs CPU/req"
                               f"  non-2xx {row['non_2xx']}", flush=True)  # fmt: skip
                         if mode == "gateway" and store == args.profile:
@@ -312,10 +332,16 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{'mode':<8}{'store':<10}{'req/s':>10}{'CPU µs/req':>12}{'cores':>7}")
+    one_worker = {r["store"]: r["rps"] for r in rows if r["mode"] == "serve" and r["workers"] == 1}
     for row in rows:
-        print(f"{row['mode']:<8}{row['store']:<10}{row['rps']:>10.1f}"
-              f"{row['cpu_us_per_request']:>12.1f}{row['cpu_share']:>7.2f}")  # fmt: skip
+        if row["mode"] == "serve" and row["store"] in one_worker:
+            row["vs_one_worker"] = round(row["rps"] / max(one_worker[row["store"]], 1e-9), 2)
+    print(f"\n{'mode':<8}{'store':<10}{'workers':>8}{'req/s':>10}{'CPU µs/req':>12}{'cores':>7}"
+          f"{'vs 1 worker':>13}")  # fmt: skip
+    for row in rows:
+        ratio = f"{row['vs_one_worker']:.2f}x" if "vs_one_worker" in row else ""
+        print(f"{row['mode']:<8}{row['store']:<10}{row['workers']:>8}{row['rps']:>10.1f}"
+              f"{row['cpu_us_per_request']:>12.1f}{row['cpu_share']:>7.2f}{ratio:>13}")  # fmt: skip
     for note in notes:
         print("note:", note)
     if profiled:

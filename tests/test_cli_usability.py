@@ -163,7 +163,7 @@ def test_serve_prints_one_block_before_starting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = f"sqlite:///{tmp_path / 'served.db'}"
-    out = _serve(monkeypatch, "--store", url, "--port", "8123")
+    out = _serve(monkeypatch, "--store", url, "--port", "8123", "--workers", "1")
     lines = out.splitlines()
     assert lines[0] == f"llmbudget {llmbudget.__version__} server"
     block = dict(re.findall(r"^  (\w+(?: \w+)?)\s{2,}(.*)$", out, flags=re.M))
@@ -173,6 +173,7 @@ def test_serve_prints_one_block_before_starting(
         "dashboard": "http://127.0.0.1:8123/ui",
         "gateway": "not mounted (a model_list in --config adds it)",
         "admin key": "not set: every endpoint is open to anyone on this machine",
+        "workers": "1",
     }
 
     config = tmp_path / "gw.yaml"

@@ -36,6 +36,7 @@ from llmbudget.clock import Clock, system_clock
 from llmbudget.gateway.admin import guarded, install_admin_routes
 from llmbudget.gateway.config import GatewayConfig, load_gateway_config
 from llmbudget.gateway.errors import anthropic_errors
+from llmbudget.gateway.metrics import GatewayMetrics
 from llmbudget.gateway.proxy import Gateway
 from llmbudget.replay import Replayer
 from llmbudget.stores import open_store
@@ -55,13 +56,15 @@ def install_gateway(
     transport: httpx.AsyncBaseTransport | None = None,
     prefix: str = "",
     master_key: str | None = None,
+    metrics: GatewayMetrics | None = None,
 ) -> Gateway:
     """Add the gateway's proxy and admin routes to ``app``; returns the :class:`Gateway`.
 
     ``store`` defaults to the config's ``general_settings.store`` (else ``$LLMBUDGET_STORE``
     or ``sqlite:///llmbudget.db``); a store passed in is not closed by the gateway.
     ``transport`` replaces the upstream HTTP transport (tests). ``master_key`` overrides the
-    config's for the admin endpoints (e.g. the host server's own admin key). The caller
+    config's for the admin endpoints (e.g. the host server's own admin key). ``metrics``
+    puts the gateway's metrics in a host's registry (default: a registry of its own). The caller
     closes the gateway (``await gateway.aclose()``) on shutdown.
 
     >>> from llmbudget.stores.memory import MemoryStore
@@ -73,7 +76,13 @@ def install_gateway(
     owns = store is None
     opened: Store | AsyncStore = open_store(cfg.store) if store is None else store
     gateway = Gateway(
-        cfg, opened, clock=clock, transport=transport, owns_store=owns, master_key=master_key
+        cfg,
+        opened,
+        clock=clock,
+        transport=transport,
+        owns_store=owns,
+        master_key=master_key,
+        metrics=metrics,
     )
     p = prefix.rstrip("/")
     for path, handler, method in (

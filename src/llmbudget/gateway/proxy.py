@@ -53,6 +53,7 @@ from llmbudget.gateway.budgets import ScopePlanner, describe_scope
 from llmbudget.gateway.config import Deployment, GatewayConfig
 from llmbudget.gateway.errors import GatewayError, budget_error
 from llmbudget.gateway.keys import KeyManager, VirtualKey
+from llmbudget.gateway.metrics import GatewayMetrics
 from llmbudget.gateway.relay import (
     EventConverter,
     SettlingResponse,
@@ -223,8 +224,11 @@ class Gateway:
         transport: httpx.AsyncBaseTransport | None = None,
         owns_store: bool = False,
         master_key: str | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.config = config
+        #: Prometheus metrics (the host server's registry when mounted, else its own).
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
         self.clock = clock
         self.store = store
         working: Store | AsyncStore = store
@@ -391,6 +395,7 @@ class Gateway:
             refusal = outcome[0] or refusal
             call.downgraded_from = None
         if refusal is not None:
+            self.metrics.refused(refusal)
             await self._log_refusal(call, call.model, refusal)
             raise self._budget_error(refusal)
         if failure is not None:
@@ -483,6 +488,7 @@ class Gateway:
             ) from None
         except (PricingError, LLMBudgetError) as exc:
             raise GatewayError(500, "pricing_error", f"cannot price {model}: {exc}") from None
+        self.metrics.opened(meter)
         return meter
 
     def _budget_error(self, exc: BudgetExceededError) -> GatewayError:
@@ -537,12 +543,15 @@ class Gateway:
         self.router.started(dep)
         streaming = False
         try:
+            sent = time.perf_counter()
             try:
                 upstream = await self.upstream.post(
                     dep.url(call.api), body, self._upstream_headers(call, dep), dep.timeout
                 )
             except UpstreamError as exc:
+                self.metrics.failed(dep.id, timed_out=isinstance(exc, UpstreamTimeoutError))
                 raise await self._lost(dep, meter, exc) from None
+            self.metrics.answered(dep.id, upstream.status_code, time.perf_counter() - sent)
             if upstream.status_code >= 400:
                 return await self._upstream_error(call, dep, meter, upstream)
             self.router.succeeded(dep)
@@ -554,7 +563,7 @@ class Gateway:
             # The handler was cancelled (client gone, shutdown) with the call in flight: the
             # upstream may still do and bill the work, so the whole hold is charged.
             if not meter.done:
-                await self._detached(meter.plan_close(None, status="cancelled"))
+                await self._detached(meter, meter.plan_close(None, status="cancelled"))
             raise
         finally:
             if not streaming:
@@ -567,7 +576,7 @@ class Gateway:
         if not exc.sent:
             not_sent(exc)
         status = "upstream_timeout" if timed_out else "upstream_failed"
-        await self._detached(meter.plan_fail(exc, status=status))
+        await self._detached(meter, meter.plan_fail(exc, status=status))
         if timed_out:
             error = GatewayError(504, "upstream_timeout", f"deployment {dep.id} timed out: {exc}")
         else:
@@ -644,7 +653,7 @@ class Gateway:
             content,
             status_code=upstream.status_code,
             headers=headers,
-            settle=functools.partial(self._settle, meter.plan_record()),
+            settle=functools.partial(self._settle, meter, meter.plan_record()),
         )
 
     @staticmethod
@@ -694,7 +703,7 @@ class Gateway:
             if tracker.usage is None:
                 await run_async(meter.plan_exact())  # charged by counting: the prompt too
             meter.assess(tracker.usage, text=tracker.text, finished=tracker.finished, status=status)
-            await self._settle(meter.plan_record())
+            await self._settle(meter, meter.plan_record())
 
         headers = [
             (b"x-llmbudget-deployment", dep.id.encode("latin-1", "replace")),
@@ -714,20 +723,24 @@ class Gateway:
         except StoreError:
             # The hold expires by itself after hold_ttl; nothing was spent.
             log.exception("could not release a hold of %s", meter.label)
+        finally:
+            self.metrics.ended(meter)
 
-    async def _settle(self, plan: Plan[Any]) -> None:
-        """Record a charge. A store that fails keeps it in the journal, replayed until it
-        lands (:mod:`llmbudget.replay`): only a journal that cannot be written either
-        raises here."""
+    async def _settle(self, meter: Meter, plan: Plan[Any]) -> None:
+        """Record ``meter``'s charge (``plan``). A store that fails keeps it in the
+        journal, replayed until it lands (:mod:`llmbudget.replay`): only a journal that
+        cannot be written either raises here."""
         try:
             await run_async(plan)
         except StoreError:
             log.exception("could not record a gateway charge, nor keep it in the journal")
+        finally:
+            self.metrics.ended(meter)
 
-    async def _detached(self, plan: Plan[Any]) -> None:
+    async def _detached(self, meter: Meter, plan: Plan[Any]) -> None:
         """Run ``plan`` in a task of its own and wait for it, so that cancelling the request's
         task cannot stop the settle (:meth:`aclose` waits for such tasks)."""
-        task = asyncio.get_running_loop().create_task(self._settle(plan))
+        task = asyncio.get_running_loop().create_task(self._settle(meter, plan))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         # If this wait is cancelled, the settle still runs to its end in its own task.

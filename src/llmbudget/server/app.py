@@ -154,11 +154,17 @@ def create_app(
     app.include_router(dashboard_router)
     if config.gateway:
         from llmbudget.gateway.app import install_gateway
+        from llmbudget.gateway.metrics import GatewayMetrics
 
-        # One store and one admin key for both: the gateway's spend and budgets are the
-        # server's, and its admin endpoints answer to the server's key.
+        # One store, one admin key and one /metrics for both: the gateway's spend and
+        # budgets are the server's, and its admin endpoints answer to the server's key.
         gateway = install_gateway(
-            app, config.gateway, store=backend, clock=clock, master_key=config.admin_key
+            app,
+            config.gateway,
+            store=backend,
+            clock=clock,
+            master_key=config.admin_key,
+            metrics=GatewayMetrics(metrics.registry),
         )
         app.state.gateway = gateway
         # The gateway's budgets are not records in the store: the alert sweep asks it.

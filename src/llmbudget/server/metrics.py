@@ -9,7 +9,10 @@
 =======================================  ===========  =====================================
 
 Labels are bounded: ``route`` is the route's template (``/v1/projects/{project}/charge``),
-never the raw path, and ``project`` is only taken from ``user:<project>:…`` scopes.
+never the raw path, and ``project`` is only taken from ``user:<project>:…`` scopes. The
+gateway's metrics (:mod:`llmbudget.gateway.metrics`) join the same registry when it is
+mounted. Under several workers every value is summed across them (holds: the live
+workers'; pending settles: the shared journal's count), see :mod:`.multiprocess`.
 
 >>> m = Metrics(lambda: 0.0)
 >>> m.record_spend("user:demo:ann", 0.25)
@@ -23,9 +26,11 @@ import threading
 from collections.abc import Callable, Sequence
 from urllib.parse import unquote
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from llmbudget.clock import Clock
+
+from .multiprocess import render
 
 __all__ = ["Metrics", "project_of"]
 
@@ -69,16 +74,18 @@ class Metrics:
             "llmbudget_active_holds",
             "Holds reserved through this server process that are neither ended nor expired.",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
-        self.active_holds.set_function(self._count_active)
+        self._pending = pending
         if pending is not None:
+            # Every worker reads the same journal file: the latest reading is the count.
             self.pending_settles = Gauge(
                 "llmbudget_pending_settles",
                 "Settles and charges the store could not take, kept in the journal until "
                 "they land.",
                 registry=self.registry,
+                multiprocess_mode="mostrecent",
             )
-            self.pending_settles.set_function(lambda: float(pending()))
         self._lock = threading.Lock()
         # hold id -> (scopes, expires_at): only holds this process reserved. The scopes
         # let a later settle (which names only the hold) say whose spend it was.
@@ -99,11 +106,14 @@ class Metrics:
                 for held in [h for h, (_, exp) in self._holds.items() if exp <= now]:
                     del self._holds[held]
             self._holds[hold_id] = (tuple(scopes), expires_at)
+            self.active_holds.set(len(self._holds))
 
     def hold_closed(self, hold_id: str) -> tuple[str, ...]:
         """Forget a hold; returns its scopes when this process reserved it (else ``()``)."""
         with self._lock:
             found = self._holds.pop(hold_id, None)
+            if found is not None:
+                self.active_holds.set(len(self._holds))
         return () if found is None else found[0]
 
     def _count_active(self) -> float:
@@ -113,10 +123,16 @@ class Metrics:
             expired = [h for h, (_, exp) in self._holds.items() if exp <= now]
             for hold_id in expired:
                 del self._holds[hold_id]
+            self.active_holds.set(len(self._holds))
             return float(len(self._holds))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.latency.labels(method, route, str(status)).observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The exposition text (every worker's under ``serve --workers N``)."""
+        # Gauges read at scrape time: the values written here are what other workers see.
+        self._count_active()
+        if self._pending is not None:
+            self.pending_settles.set(self._pending())
+        return render(self.registry)
