@@ -33,7 +33,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from llmbudget.errors import LLMBudgetError, PricingError, UnknownModelError
 from llmbudget.fields import get as _get
@@ -150,7 +150,8 @@ def install(budget_manager: BudgetManager | None = None, **options: Any) -> LLMB
     import litellm  # type: ignore[import-not-found,unused-ignore]
 
     callback = LLMBudgetCallback(budget_manager, **options)
-    litellm.callbacks = [*(litellm.callbacks or []), callback]
+    # A CustomLogger at run time; typed against ``object`` so mypy passes without LiteLLM.
+    litellm.callbacks = [*(litellm.callbacks or []), cast(Any, callback)]
     return callback
 
 
