@@ -109,10 +109,12 @@ def time_chart_svg(points: list[tuple[str, Decimal]], title: str, width: int = 5
     """Vertical bars over time, oldest on the left (spend per window)."""
     if not points:
         return '<p class="empty">No spend history yet.</p>'
-    height, bottom, left, top_pad = 200, 40, 56, 12
+    height, bottom, top_pad = 200, 40, 12
+    top = max(v for _, v in points) or Decimal(1)
+    # Room for the axis label, however many digits the top amount has (~7 px a digit).
+    left = max(56, 7 * len(format_dollars(top)) + 12)
     plot_h = height - bottom - top_pad
     plot_w = width - left - 8
-    top = max(v for _, v in points) or Decimal(1)
     step = plot_w / len(points)
     bar_w = min(max(4.0, step * 0.7), 48.0)
     parts = [

@@ -203,7 +203,7 @@ def field(
     ident = f"f-{name}"
     if options is not None:
         opts = "".join(
-            f'<option value="{esc(o)}"{" selected" if o == value else ""}>{esc(o or "—")}</option>'
+            f'<option value="{esc(o)}"{" selected" if o == value else ""}>{esc(o.replace("_", " ") or "any")}</option>'
             for o in options
         )
         control = f'<select id="{ident}" name="{esc(name)}">{opts}</select>'
