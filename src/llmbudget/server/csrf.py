@@ -50,15 +50,16 @@ def _cookie(request: Request) -> str | None:
 def csrf_token(request: Request) -> str:
     """The token forms on this page must carry. A request without a secret cookie gets
     one (set on the response by :func:`ensure_cookie`), so its forms work once loaded."""
-    cookie = _cookie(request)
+    cookie = _cookie(request) or getattr(request.state, "csrf_cookie", None)
     if cookie is None:
-        cookie = request.state.__dict__.setdefault("csrf_cookie", secrets.token_urlsafe(32))
+        cookie = secrets.token_urlsafe(32)
+        request.state.csrf_cookie = cookie
     return token_for(cookie)
 
 
 def ensure_cookie(request: Request, response: Response) -> None:
     """Set the fallback cookie whose token :func:`csrf_token` handed out, if it made one."""
-    fresh = request.state.__dict__.get("csrf_cookie")
+    fresh = getattr(request.state, "csrf_cookie", None)
     if fresh is not None:
         response.set_cookie(
             CSRF_COOKIE,

@@ -58,8 +58,8 @@ def bar_svg(spent: Decimal, held: Decimal, limit: Decimal | None, width: int = 2
     if limit is None or limit <= 0:
         label = f"spent {format_dollars(spent)}, no limit"
         return (
-            f'<svg class="bar" width="{width}" height="{height}" role="img" aria-label="{esc(label)}">'
-            f'<title>{esc(label)}</title><rect width="{width}" height="{height}" rx="4" fill="#e5e7eb"/></svg>'
+            f'<svg class="bar" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+            f'preserveAspectRatio="none" role="img" aria-label="{esc(label)}"><title>{esc(label)}</title><rect width="{width}" height="{height}" rx="4" fill="#e5e7eb"/></svg>'
         )
     over = spent + held > limit
     spent_w = min(width, float(spent / limit) * width)
@@ -68,8 +68,8 @@ def bar_svg(spent: Decimal, held: Decimal, limit: Decimal | None, width: int = 2
     label = f"spent {format_dollars(spent)} + held {format_dollars(held)} of {format_dollars(limit)} ({pct:.0f}%)"
     color = "#dc2626" if over or spent >= limit else ("#d97706" if pct >= 80 else "#2563eb")
     return (
-        f'<svg class="bar" width="{width}" height="{height}" role="img" aria-label="{esc(label)}">'
-        f"<title>{esc(label)}</title>"
+        f'<svg class="bar" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'preserveAspectRatio="none" role="img" aria-label="{esc(label)}"><title>{esc(label)}</title>'
         '<defs><pattern id="held" width="6" height="6" patternUnits="userSpaceOnUse" '
         'patternTransform="rotate(45)"><rect width="3" height="6" fill="#93c5fd"/></pattern></defs>'
         f'<rect width="{width}" height="{height}" rx="4" fill="#e5e7eb"/>'

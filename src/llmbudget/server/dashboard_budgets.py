@@ -1,7 +1,7 @@
 """Budget forms and the gateway's budgets, on the dashboard.
 
-The library's budgets (a user in a project) are created at ``/ui/budgets/new`` and edited
-on the user's page, through the JSON API's own handlers (:func:`.api.create_budget`,
+The library's budgets (a user in a project) are created at ``/ui/budgets/new`` (and edited
+on the user's page, :mod:`.dashboard_entities`), through the JSON API's own handlers (:func:`.api.create_budget`,
 :func:`.api.patch_budget`) and request schemas, so a form accepts and refuses exactly
 what ``POST /v1/projects/{project}/budgets`` does; a refusal is shown on the form and
 stores nothing. The gateway's budgets (keys, users, teams, orgs, end users, the global,
@@ -40,9 +40,10 @@ from .dashboard_page import (
     server_zone,
     table,
 )
-from .schemas import BudgetCreate, BudgetPatch
+from .schemas import BudgetCreate
 
 __all__ = [
+    "budget_body",
     "budgets_router",
     "gateway_budgets_section",
     "library_budget_form",
@@ -159,17 +160,11 @@ def library_budget_form(
     return form(request, action, inner)
 
 
-def _body(fields: Mapping[str, str], names: tuple[str, ...]) -> dict[str, object]:
+def budget_body(fields: Mapping[str, str], names: tuple[str, ...]) -> dict[str, object]:
     """Form fields as the JSON API's body: empty text is absent, the checkbox a bool."""
     body: dict[str, object] = {k: fields[k].strip() for k in names if fields.get(k, "").strip()}
     body["rolling"] = fields.get("rolling") == "on"
     return body
-
-
-def _message(exc: Exception) -> str:
-    if isinstance(exc, ApiError):
-        return exc.message
-    return str(exc)
 
 
 @budgets_router.get("/budgets/new")
@@ -194,30 +189,11 @@ async def create_budget(request: Request) -> Response:
     try:
         if not project:
             raise InvalidInputError("project: enter the project's name")
-        body = parse(BudgetCreate, _body(fields, ("user", "amount", "period", "timezone")))
+        body = parse(BudgetCreate, budget_body(fields, ("user", "amount", "period", "timezone")))
         created = await run_in_threadpool(api.create_budget, request, project, body)
     except (LLMBudgetError, ApiError) as exc:
         html = "<h1>New library budget</h1>" + library_budget_form(
-            request, "/ui/budgets/new", fields, new=True, error=_message(exc)
+            request, "/ui/budgets/new", fields, new=True, error=str(exc)
         )
         return page(request, "New budget", html, status=400)
     return RedirectResponse(link("/ui/projects", project, "users", created.user), status_code=303)
-
-
-@budgets_router.post("/projects/{project}/users/{user:path}")
-async def edit_budget(request: Request, project: str, user: str) -> Response:
-    """Change a library budget from its user's page (the API's PATCH handler decides)."""
-    fields = await checked_form(request)
-    if isinstance(fields, Response):
-        return fields
-    from .dashboard_entities import library_user_page
-
-    try:
-        body = parse(BudgetPatch, _body(fields, ("amount", "period", "timezone")))
-        if "period" not in body.model_fields_set:
-            body.period = None  # an empty period field means lifetime, as on the API
-            body.model_fields_set.add("period")
-        await run_in_threadpool(api.patch_budget, request, project, user, body)
-    except (LLMBudgetError, ApiError) as exc:
-        return await library_user_page(request, project, user, values=fields, error=_message(exc))
-    return RedirectResponse(link("/ui/projects", project, "users", user), status_code=303)

@@ -4,7 +4,8 @@ Each shows where the entity's budget stands and its spend over a chosen time ran
 (today, 7 days, 30 days or custom days), in total, per model and per day. Gateway
 entities are summed from the spend log (:func:`spend_report_section`, also used by the
 key pages); a library user, whose calls do not go through the gateway, from the ledger's
-spend per budget window, with the budget's edit form.
+spend per budget window, with the budget's edit form (saved through the JSON API's PATCH
+handler, :func:`.api.patch_budget`).
 
 ``/ui/users/{name}``, ``/ui/teams/{name}``, ``/ui/orgs/{name}``,
 ``/ui/projects/{project}/users/{user}``.
@@ -18,20 +19,32 @@ from decimal import Decimal
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 
 from llmbudget.budgets import Budget, scope_key
+from llmbudget.config_models import parse
 from llmbudget.errors import InvalidInputError, LLMBudgetError
 from llmbudget.gateway.config import Entity
 from llmbudget.gateway.spendlog import scan_spend_logs
+from llmbudget.http_errors import ApiError
 from llmbudget.money import format_dollars
 
 from . import api
 from .dashboard import bar_svg, hbar_chart_svg, time_chart_svg
-from .dashboard_budgets import library_budget_form, status_cells
-from .dashboard_page import esc, field, gateway_of, guard, link, page, server_zone, table
+from .dashboard_budgets import budget_body, library_budget_form, status_cells
+from .dashboard_page import (
+    checked_form,
+    esc,
+    field,
+    gateway_of,
+    guard,
+    link,
+    page,
+    server_zone,
+    table,
+)
 from .directory import EntityKind, entities
-from .schemas import check_name
+from .schemas import BudgetPatch, check_name
 from .spend_report import FILTER_FIELDS, RANGES, SpendQuery, summarize
 from .state import get_state
 
@@ -302,3 +315,20 @@ def _label(start: datetime) -> str:
 @entities_router.get("/projects/{project}/users/{user:path}")
 async def library_user(request: Request, project: str, user: str) -> Response:
     return await library_user_page(request, project, user)
+
+
+@entities_router.post("/projects/{project}/users/{user:path}")
+async def edit_budget(request: Request, project: str, user: str) -> Response:
+    """Change a library budget from its user's page (the API's PATCH handler decides)."""
+    fields = await checked_form(request)
+    if isinstance(fields, Response):
+        return fields
+    try:
+        body = parse(BudgetPatch, budget_body(fields, ("amount", "period", "timezone")))
+        if "period" not in body.model_fields_set:
+            body.period = None  # an empty period field means lifetime, as on the API
+            body.model_fields_set.add("period")
+        await run_in_threadpool(api.patch_budget, request, project, user, body)
+    except (LLMBudgetError, ApiError) as exc:
+        return await library_user_page(request, project, user, values=fields, error=str(exc))
+    return RedirectResponse(link("/ui/projects", project, "users", user), status_code=303)

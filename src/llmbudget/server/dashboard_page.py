@@ -93,7 +93,9 @@ def page(request: Request, title: str, body: str, *, status: int = 200) -> HTMLR
     """A whole dashboard page around ``body``."""
     here = request.url.path
     nav = "".join(
-        f'<a href="{href}"{" class=here" if _within(here, href) else ""}>{label}</a>'
+        f'<a href="{href}" class="here">{label}</a>'
+        if _within(here, href)
+        else f'<a href="{href}">{label}</a>'
         for href, label in _NAV
     )
     doc = (
