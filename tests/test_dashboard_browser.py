@@ -147,3 +147,91 @@ def test_dashboard_renders_users_and_charts(
         browser.set_window_size(1280, min(max(int(height) + 200, 800), 2600))
         assert browser.save_screenshot(str(out))
         assert out.stat().st_size > 10_000
+
+
+SHOT_PAGES = (
+    "/ui", "/ui/keys", "/ui/keys/new", "/ui/keys/{key}", "/ui/keys/{key}/revoke",
+    "/ui/spend", "/ui/users/ann", "/ui/teams/ml", "/ui/orgs/acme", "/ui/budgets/new",
+    "/ui/projects/support-bot", "/ui/projects/support-bot/users/alice",
+)  # fmt: skip
+
+
+def test_create_a_key_in_the_ui_use_it_and_see_its_spend(
+    browser: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Log in, create a key in the UI, read the secret off the page, call the gateway with
+    it through the openai SDK, see the spend on the key's page; then every page at 1400
+    and 700 px wide, none wider than the window (wide tables scroll in their own box).
+    ``LLMBUDGET_DASH_SHOTS=<dir>`` keeps the screenshots there."""
+    import openai
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.gateway_fakes import HI, FakeUpstream, ServerThread, deployment
+
+    assert isinstance(browser, WebDriver)
+    monkeypatch.delenv("LLMBUDGET_ADMIN_KEY", raising=False)
+    clock = FrozenClock(1_773_576_000.0 - 6 * 86_400)
+    upstream = FakeUpstream()
+    with ServerThread(upstream.app()) as up:
+        gateway = {
+            "model_list": [deployment(up.url)],
+            "users": {"ann": {"budget": "5", "period": "daily", "team": "ml"}},
+            "teams": {"ml": {"budget": "20", "period": "monthly", "org": "acme"}},
+            "orgs": {"acme": {"budget": "100", "period": "monthly"}},
+        }
+        app = create_app(
+            ServerConfig(admin_key=KEY, gateway=gateway), store=MemoryStore(), clock=clock
+        )
+        with live_server(app) as base:
+            _seed(base, clock)
+            browser.set_window_size(1400, 1000)
+            browser.get(f"{base}/ui/login")
+            browser.find_element(By.ID, "key").send_keys(KEY)
+            browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+            browser.find_element(By.CSS_SELECTOR, "section.project")
+
+            browser.get(f"{base}/ui/keys/new")
+            browser.find_element(By.ID, "f-user").send_keys("ann")
+            browser.find_element(By.ID, "f-budget").send_keys("1")
+            browser.find_element(By.ID, "f-period").send_keys("daily")
+            browser.find_element(By.ID, "f-rpm_limit").send_keys("60")
+            browser.find_element(By.CSS_SELECTOR, "form.edit button[type=submit]").click()
+            secret = browser.find_element(By.ID, "secret").text
+            assert secret.startswith("sk-llmb-")
+            browser.find_element(By.PARTIAL_LINK_TEXT, "Go to key").click()
+            key_page = browser.current_url
+            key_id = key_page.rsplit("/", 1)[1]
+            assert key_id.startswith("key_") and secret not in browser.page_source
+
+            sdk = openai.OpenAI(api_key=secret, base_url=f"{base}/v1", max_retries=0)
+            sdk.chat.completions.create(model="m", messages=HI, max_tokens=50)  # type: ignore[arg-type]
+
+            def spend_shown(driver: WebDriver) -> bool:
+                driver.get(f"{key_page}?range=today")
+                total = driver.find_element(By.CSS_SELECTOR, "strong.total").text
+                return "1 request(s)" in driver.page_source and total != "$0.00"
+
+            WebDriverWait(browser, 20).until(spend_shown)
+            model_rows = browser.find_elements(By.CSS_SELECTOR, "table.per-model tbody tr")
+            assert [r.find_element(By.TAG_NAME, "a").text for r in model_rows] == ["m"]
+
+            keep = os.environ.get("LLMBUDGET_DASH_SHOTS")
+            shots = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="dash-shots-"))
+            shots.mkdir(parents=True, exist_ok=True)
+            for width in (1400, 700):
+                for path in SHOT_PAGES:
+                    url = base + path.format(key=key_id)
+                    browser.set_window_size(width, 900)
+                    browser.get(url)
+                    browser.find_element(By.TAG_NAME, "main")
+                    assert "Not found" not in browser.title, url
+                    inner = browser.execute_script("return window.innerWidth")
+                    wide = browser.execute_script("return document.documentElement.scrollWidth")
+                    assert wide <= inner, f"{url} at {width}px is {wide}px wide"
+                    height = browser.execute_script("return document.body.scrollHeight")
+                    browser.set_window_size(width, min(max(int(height) + 120, 600), 4000))
+                    name = path.strip("/").replace("/", "_").replace("{key}", "key") or "ui"
+                    out = shots / f"{name}-{width}.png"
+                    assert browser.save_screenshot(str(out)) and out.stat().st_size > 5_000

@@ -229,7 +229,8 @@ def test_spend_log_api_and_pages_show_plain_money(
     assert rows[0]["cost"] == format_money(cost)
     _assert_plain(render_spend_table(rows))
     page = client.get("/ui/spend")
-    assert page.status_code == 200 and format_money(cost) in page.text
+    # The dashboard shows dollars for people ($1,000.00, $0.00000006), never exponents.
+    assert page.status_code == 200 and format_dollars(cost) in page.text
     _assert_plain(page.text)
 
 

@@ -153,6 +153,7 @@ def test_gateway_spend_log_page(monkeypatch: pytest.MonkeyPatch) -> None:
              "status": 200},
         )  # fmt: skip
         page = test_client.get("/ui/spend").text
-        assert "<td>key_1</td>" in page and "<td>0.0012</td>" in page
+        # Readable: names link to their pages, money in dollars, a plain time.
+        assert '<a href="/ui/keys/key_1">key_1</a>' in page and ">$0.0012<" in page
         assert "&lt;b&gt;ann&lt;/b&gt;" in page and "<b>ann</b>" not in page
-        assert "2026-03-15T12:00:00+00:00" in page
+        assert '<td class="when">2026-03-15 12:00:00</td>' in page

@@ -13,8 +13,9 @@ key's secret::
 ``usage_source`` says whether the cost came from the upstream's ``usage`` or from
 counting the streamed text (the upstream sent none, or the client left early).
 
-:func:`query_spend_logs` filters entries (the admin endpoint ``GET /v1/spend/logs`` and the
-dashboard use it), :func:`spend_row` shapes one entry for display (money re-written as plain
+:func:`scan_spend_logs` walks the entries of a time range that match some fields (newest
+first, in pages; the dashboard's reports and CSV export use it), :func:`query_spend_logs`
+returns the first rows of such a walk (``GET /v1/spend/logs``), :func:`spend_row` shapes one entry for display (money re-written as plain
 decimals, whatever an older writer stored) and :func:`render_spend_table` turns rows into an
 HTML table.
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -37,7 +38,14 @@ from llmbudget import operations as ops
 from llmbudget.money import format_money
 from llmbudget.stores.base import AsyncStore, Store
 
-__all__ = ["SPEND_LOG_KIND", "query_spend_logs", "render_spend_table", "spend_row"]
+__all__ = [
+    "SPEND_LOG_KIND",
+    "entry_money",
+    "query_spend_logs",
+    "render_spend_table",
+    "scan_spend_logs",
+    "spend_row",
+]
 
 SPEND_LOG_KIND = "gateway"
 _MAX_LIMIT = 1000
@@ -58,13 +66,14 @@ def spend_row(at: float, data: Mapping[str, Any], *, timespec: str = "auto") -> 
     """
     row = {"at": datetime.fromtimestamp(at, UTC).isoformat(timespec=timespec), **data}
     for name in _MONEY_FIELDS:
-        amount = _decimal(row.get(name))
+        amount = entry_money(row.get(name))
         if amount is not None:
             row[name] = format_money(amount)
     return row
 
 
-def _decimal(value: object) -> Decimal | None:
+def entry_money(value: object) -> Decimal | None:
+    """A logged amount as a Decimal; ``None`` for anything that is not a finite number."""
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     try:
@@ -72,6 +81,43 @@ def _decimal(value: object) -> Decimal | None:
     except InvalidOperation:
         return None  # not a number: shown as stored
     return amount if amount.is_finite() else None
+
+
+async def scan_spend_logs(
+    store: Store | AsyncStore,
+    *,
+    since: float = 0.0,
+    until: float = math.inf,
+    match: Mapping[str, Any] | None = None,
+    page: int = 200,
+) -> AsyncGenerator[tuple[float, dict[str, Any]], None]:
+    """Every entry with ``since <= at < until`` whose fields equal ``match``'s, newest
+    first, as ``(at, data)``; read in pages of ``page``, at most 20,000 entries scanned.
+    """
+    wanted = {k: v for k, v in (match or {}).items() if v is not None and v != ""}
+    seen: set[str] = set()
+    scanned = 0
+    upper = until
+    while scanned < _MAX_SCAN:
+        entries = await ops.ReadLog(store, SPEND_LOG_KIND, since, upper, page).arun()
+        if not entries:
+            return
+        scanned += len(entries)
+        fresh = 0
+        for entry in entries:
+            data = entry.data
+            ident = str(data.get("id", ""))
+            if ident and ident in seen:
+                continue
+            seen.add(ident)
+            fresh += 1
+            if all(data.get(k) == v for k, v in wanted.items()):
+                yield entry.at, data
+        if len(entries) < page or fresh == 0:
+            return  # the log is exhausted, or a whole page shares one instant
+        # Next page: entries older than the oldest seen, plus any sharing its timestamp
+        # (ids dedupe those), so equal timestamps at a page edge are not lost.
+        upper = math.nextafter(entries[-1].at, math.inf)
 
 
 async def query_spend_logs(
@@ -91,36 +137,21 @@ async def query_spend_logs(
     pages (at most 20,000 entries scanned) until ``limit`` rows match.
     """
     limit = max(1, min(int(limit), _MAX_LIMIT))
-    wanted = {
-        k: v for k, v in (("key", key), ("user", user), ("model", model), ("team", team)) if v
-    }
+    wanted = {"key": key, "user": user, "model": model, "team": team}
+    filtered = any(wanted.values())
     rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    scanned = 0
-    page = limit if not wanted else max(limit * 4, 200)
-    upper = until
-    while len(rows) < limit and scanned < _MAX_SCAN:
-        entries = await ops.ReadLog(store, SPEND_LOG_KIND, since, upper, page).arun()
-        if not entries:
+    scan = scan_spend_logs(
+        store,
+        since=since,
+        until=until,
+        match=wanted,
+        page=max(limit * 4, 200) if filtered else limit,
+    )
+    async for at, data in scan:
+        rows.append(spend_row(at, data))
+        if len(rows) >= limit:
             break
-        scanned += len(entries)
-        fresh = 0
-        for entry in entries:
-            data = entry.data
-            ident = str(data.get("id", ""))
-            if ident and ident in seen:
-                continue
-            seen.add(ident)
-            fresh += 1
-            if all(data.get(k) == v for k, v in wanted.items()):
-                rows.append(spend_row(entry.at, data))
-                if len(rows) >= limit:
-                    break
-        if len(entries) < page or fresh == 0:
-            break  # the log is exhausted, or a whole page shares one instant
-        # Next page: entries older than the oldest seen, plus any sharing its timestamp
-        # (ids dedupe those), so equal timestamps at a page edge are not lost.
-        upper = math.nextafter(entries[-1].at, math.inf)
+    await scan.aclose()
     return rows
 
 

@@ -85,7 +85,7 @@ from .schemas import (
 )
 from .state import ServerState, get_state
 
-__all__ = ["require_admin", "router", "seed_router"]
+__all__ = ["require_admin", "router", "seed_router", "user_budget"]
 
 
 def require_admin(
@@ -148,7 +148,8 @@ def _existing(state: ServerState, project: str, user: str) -> Budget | None:
         ) from None
 
 
-def _budget(state: ServerState, project: str, user: str) -> Budget:
+def user_budget(state: ServerState, project: str, user: str) -> Budget:
+    """The user's budget; :class:`UnknownUserError` (404) if none."""
     found = _existing(state, project, user)
     if found is None:
         raise UnknownUserError(user, project)
@@ -308,7 +309,7 @@ def read_budget(request: Request, project: str, user: str) -> BudgetOut:
     """One user's budget: limit, period, spent, held, remaining, per model, reset time."""
     _names(project, user)
     state = get_state(request)
-    budget = _budget(state, project, user)
+    budget = user_budget(state, project, user)
     return _out(state, user, budget, state.ledger.status(budget))
 
 
@@ -348,7 +349,7 @@ def patch_budget(request: Request, project: str, user: str, body: BudgetPatch) -
     """Change some fields of an existing budget (amount, period, timezone, rolling, alerts)."""
     _names(project, user)
     state = get_state(request)
-    old = _budget(state, project, user)
+    old = user_budget(state, project, user)
     fields = body.model_fields_set
     amount: MoneyLike | None = body.amount if "amount" in fields else old.limit
     if amount is None:
@@ -397,7 +398,7 @@ def reserve(request: Request, project: str, body: ReserveIn) -> ReserveOut:
     reserves can never together pass the limit. Refusal: 429 with ``Retry-After``."""
     _names(project, body.user)
     state = get_state(request)
-    budget = _budget(state, project, body.user)
+    budget = user_budget(state, project, body.user)
     client_id = body.hold_id or uuid.uuid4().hex
     try:
         hold = state.ledger.reserve(
@@ -461,7 +462,7 @@ def charge(request: Request, project: str, body: ChargeIn) -> ChargeOut:
     Idempotent by ``charge_id``: a retry under the same id records nothing."""
     _names(project, body.user)
     state = get_state(request)
-    budget = _budget(state, project, body.user)
+    budget = user_budget(state, project, body.user)
     client_id = body.charge_id or uuid.uuid4().hex
     units = cost_to_units(body.amount, what="charge amount")
     now = state.clock()
@@ -487,7 +488,7 @@ def reset(request: Request, project: str, body: UserIn) -> BudgetOut:
     """Zero the user's spend in the current window only (holds in flight stay)."""
     _names(project, body.user)
     state = get_state(request)
-    budget = _budget(state, project, body.user)
+    budget = user_budget(state, project, body.user)
     state.ledger.reset(budget)
     return _out(state, body.user, budget, state.ledger.status(budget))
 
@@ -538,7 +539,7 @@ def history(
     """The user's spend per window, newest first (windows with no spend are absent)."""
     _names(project, user)
     state = get_state(request)
-    budget = _budget(state, project, user)
+    budget = user_budget(state, project, user)
     rows = state.ledger.history(budget, limit)
     return HistoryOut(
         user=user,

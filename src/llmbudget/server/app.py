@@ -10,7 +10,8 @@ Run it with ``llmbudget serve`` (uvicorn), or any ASGI server::
     uvicorn --factory llmbudget.server.app:app_from_env
 
 What it serves: the JSON API (:mod:`.api`), the store API (:mod:`.store_api`), the seed's
-protocol (:mod:`.seed_protocol`), the dashboard at ``/ui`` (:mod:`.dashboard`),
+protocol (:mod:`.seed_protocol`), the dashboard at ``/ui`` (:mod:`.dashboard` and the
+``dashboard_*`` modules),
 Prometheus ``/metrics`` and ``/openapi.json``. The interactive docs pages are off: they
 load scripts from a CDN, and nothing here may.
 
@@ -46,6 +47,10 @@ from .api import health_router, require_admin, router, seed_router
 from .auth import AdminAuth
 from .config import ServerConfig
 from .dashboard import dashboard_router
+from .dashboard_budgets import budgets_router
+from .dashboard_entities import entities_router
+from .dashboard_keys import keys_router
+from .dashboard_requests import requests_router
 from .errors import error_body, install_error_handlers
 from .metrics import Metrics
 from .seed_protocol import SeedProtocol
@@ -151,7 +156,14 @@ def create_app(
     app.include_router(router)
     app.include_router(store_router)
     app.include_router(seed_router)
-    app.include_router(dashboard_router)
+    for dashboard_part in (
+        dashboard_router,
+        budgets_router,
+        keys_router,
+        requests_router,
+        entities_router,
+    ):
+        app.include_router(dashboard_part)
     if config.gateway:
         from llmbudget.gateway.app import install_gateway
         from llmbudget.gateway.metrics import GatewayMetrics

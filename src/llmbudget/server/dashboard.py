@@ -1,4 +1,5 @@
-"""The dashboard at ``/ui``: projects, users, budget bars, spend per model, spend over time.
+"""The dashboard's budget overview at ``/ui``: projects, users, budget bars, spend per model,
+spend over time, the gateway's budgets beside them; and signing in and out.
 
 Server-rendered HTML with inline SVG charts drawn here, in Python: no JavaScript, no chart
 library, nothing loaded from anywhere but this server (the one stylesheet is shipped in
@@ -8,8 +9,10 @@ Access: with an admin key configured, the login form (``/ui/login``) takes the k
 and opens a server-side session (random id in an HttpOnly, SameSite=Strict cookie;
 expiring, revoked at logout: see :mod:`.auth`). The key is never accepted in a URL
 (``/ui?key=...`` is refused: it would end up in access logs). A request with
-``Authorization: Bearer <key>`` is let in as well. The dashboard only
-reads: it has no button that changes a budget, so it offers nothing to forge.
+``Authorization: Bearer <key>`` is let in as well. Every form that changes something
+carries a CSRF token (:mod:`.csrf`). The other pages: keys (:mod:`.dashboard_keys`),
+budget forms (:mod:`.dashboard_budgets`), a page per entity (:mod:`.dashboard_entities`)
+and the request log (:mod:`.dashboard_requests`).
 
 >>> bar_svg(Decimal("2"), Decimal("1"), Decimal("10")).startswith("<svg")
 True
@@ -17,20 +20,21 @@ True
 
 from __future__ import annotations
 
-import html
 from datetime import datetime
 from decimal import Decimal
 from importlib import resources
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, unquote
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import RedirectResponse, Response
 
-import llmbudget
 from llmbudget.budgets import Budget, BudgetStatus, scope_key
 from llmbudget.money import format_dollars
 
 from .auth import SESSION_COOKIE
+from .dashboard_budgets import gateway_budgets_section
+from .dashboard_page import authorized, esc, guard, link, login_page, page, set_session, table
 from .schemas import check_name
 from .state import ServerState, get_state
 
@@ -45,10 +49,6 @@ _MAX_USERS = 200  # per project section: the page must stay quick to render and 
 _HISTORY_WINDOWS = 14
 
 
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
 # -- SVG charts ------------------------------------------------------------------------
 
 
@@ -58,8 +58,8 @@ def bar_svg(spent: Decimal, held: Decimal, limit: Decimal | None, width: int = 2
     if limit is None or limit <= 0:
         label = f"spent {format_dollars(spent)}, no limit"
         return (
-            f'<svg class="bar" width="{width}" height="{height}" role="img" aria-label="{_e(label)}">'
-            f'<title>{_e(label)}</title><rect width="{width}" height="{height}" rx="4" fill="#e5e7eb"/></svg>'
+            f'<svg class="bar" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+            f'preserveAspectRatio="none" role="img" aria-label="{esc(label)}"><title>{esc(label)}</title><rect width="{width}" height="{height}" rx="4" fill="#e5e7eb"/></svg>'
         )
     over = spent + held > limit
     spent_w = min(width, float(spent / limit) * width)
@@ -68,8 +68,8 @@ def bar_svg(spent: Decimal, held: Decimal, limit: Decimal | None, width: int = 2
     label = f"spent {format_dollars(spent)} + held {format_dollars(held)} of {format_dollars(limit)} ({pct:.0f}%)"
     color = "#dc2626" if over or spent >= limit else ("#d97706" if pct >= 80 else "#2563eb")
     return (
-        f'<svg class="bar" width="{width}" height="{height}" role="img" aria-label="{_e(label)}">'
-        f"<title>{_e(label)}</title>"
+        f'<svg class="bar" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'preserveAspectRatio="none" role="img" aria-label="{esc(label)}"><title>{esc(label)}</title>'
         '<defs><pattern id="held" width="6" height="6" patternUnits="userSpaceOnUse" '
         'patternTransform="rotate(45)"><rect width="3" height="6" fill="#93c5fd"/></pattern></defs>'
         f'<rect width="{width}" height="{height}" rx="4" fill="#e5e7eb"/>'
@@ -82,7 +82,7 @@ def bar_svg(spent: Decimal, held: Decimal, limit: Decimal | None, width: int = 2
 def hbar_chart_svg(items: list[tuple[str, Decimal]], title: str, width: int = 520) -> str:
     """Horizontal bars, one per label (spend per model)."""
     if not items:
-        return f'<p class="empty">No spend recorded yet for {_e(title.lower())}.</p>'
+        return f'<p class="empty">No spend recorded yet for {esc(title.lower())}.</p>'
     row, label_w, pad = 26, 170, 8
     height = row * len(items) + pad * 2
     top = max(v for _, v in items) or Decimal(1)
@@ -93,15 +93,15 @@ def hbar_chart_svg(items: list[tuple[str, Decimal]], title: str, width: int = 52
         color = _PALETTE[i % len(_PALETTE)]
         short = name if len(name) <= 24 else name[:23] + "…"
         bars.append(
-            f'<g class="series"><title>{_e(name)}: {_e(format_dollars(value))}</title>'
-            f'<text x="{label_w - 8}" y="{y + 17}" text-anchor="end">{_e(short)}</text>'
+            f'<g class="series"><title>{esc(name)}: {esc(format_dollars(value))}</title>'
+            f'<text x="{label_w - 8}" y="{y + 17}" text-anchor="end">{esc(short)}</text>'
             f'<rect x="{label_w}" y="{y + 4}" width="{max(w, 1.0):.1f}" height="{row - 8}" rx="3" fill="{color}"/>'
-            f'<text x="{label_w + w + 6:.1f}" y="{y + 17}" class="value">{_e(format_dollars(value))}</text></g>'
+            f'<text x="{label_w + w + 6:.1f}" y="{y + 17}" class="value">{esc(format_dollars(value))}</text></g>'
         )
     return (
         f'<svg class="chart chart-models" width="{width}" height="{height}" role="img" '
-        f'aria-label="{_e(title)}" viewBox="0 0 {width} {height}">'
-        f"<title>{_e(title)}</title>{''.join(bars)}</svg>"
+        f'aria-label="{esc(title)}" viewBox="0 0 {width} {height}">'
+        f"<title>{esc(title)}</title>{''.join(bars)}</svg>"
     )
 
 
@@ -109,15 +109,17 @@ def time_chart_svg(points: list[tuple[str, Decimal]], title: str, width: int = 5
     """Vertical bars over time, oldest on the left (spend per window)."""
     if not points:
         return '<p class="empty">No spend history yet.</p>'
-    height, bottom, left, top_pad = 200, 40, 56, 12
+    height, bottom, top_pad = 200, 40, 12
+    top = max(v for _, v in points) or Decimal(1)
+    # Room for the axis label, however many digits the top amount has (~7 px a digit).
+    left = max(56, 7 * len(format_dollars(top)) + 12)
     plot_h = height - bottom - top_pad
     plot_w = width - left - 8
-    top = max(v for _, v in points) or Decimal(1)
     step = plot_w / len(points)
     bar_w = min(max(4.0, step * 0.7), 48.0)
     parts = [
         f'<line x1="{left}" y1="{top_pad + plot_h}" x2="{width - 4}" y2="{top_pad + plot_h}" stroke="#9ca3af"/>',
-        f'<text x="{left - 6}" y="{top_pad + 10}" text-anchor="end" class="axis">{_e(format_dollars(top))}</text>',
+        f'<text x="{left - 6}" y="{top_pad + 10}" text-anchor="end" class="axis">{esc(format_dollars(top))}</text>',
         f'<text x="{left - 6}" y="{top_pad + plot_h}" text-anchor="end" class="axis">$0</text>',
     ]
     for i, (label, value) in enumerate(points):
@@ -125,84 +127,22 @@ def time_chart_svg(points: list[tuple[str, Decimal]], title: str, width: int = 5
         x = left + i * step + (step - bar_w) / 2
         y = top_pad + plot_h - h
         parts.append(
-            f'<g class="series"><title>{_e(label)}: {_e(format_dollars(value))}</title>'
+            f'<g class="series"><title>{esc(label)}: {esc(format_dollars(value))}</title>'
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{max(h, 1.0):.1f}" rx="2" fill="#2563eb"/></g>'
         )
         if len(points) <= 8 or i % max(1, len(points) // 7) == 0:
             parts.append(
                 f'<text x="{x + bar_w / 2:.1f}" y="{height - bottom + 16}" text-anchor="middle" '
-                f'class="axis">{_e(label[5:] if len(label) >= 10 else label)}</text>'
+                f'class="axis">{esc(label[5:] if len(label) >= 10 else label)}</text>'
             )
     return (
         f'<svg class="chart chart-time" width="{width}" height="{height}" role="img" '
-        f'aria-label="{_e(title)}" viewBox="0 0 {width} {height}">'
-        f"<title>{_e(title)}</title>{''.join(parts)}</svg>"
+        f'aria-label="{esc(title)}" viewBox="0 0 {width} {height}">'
+        f"<title>{esc(title)}</title>{''.join(parts)}</svg>"
     )
 
 
 # -- pages -----------------------------------------------------------------------------
-
-
-def _page(title: str, body: str, *, status: int = 200) -> HTMLResponse:
-    doc = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)} · llmbudget</title>"
-        '<link rel="stylesheet" href="/ui/static/dashboard.css"></head><body>'
-        '<header><a class="brand" href="/ui">llmbudget</a>'
-        '<a href="/ui/spend">gateway requests</a>'
-        f'<span class="version">server {_e(llmbudget.__version__)}</span>'
-        '<a class="logout" href="/ui/logout">log out</a></header>'
-        f"<main>{body}</main></body></html>"
-    )
-    return HTMLResponse(
-        doc,
-        status_code=status,
-        headers={
-            # Nothing from other origins, no scripts at all: the pages need none.
-            "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
-            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-            "Cache-Control": "no-store",
-        },
-    )
-
-
-def _login_page(message: str | None = None, status: int = 200) -> HTMLResponse:
-    note = f'<p class="error">{_e(message)}</p>' if message else ""
-    body = (
-        '<section class="login"><h1>Sign in</h1>'
-        "<p>Enter the server's admin key.</p>"
-        f"{note}"
-        '<form method="post" action="/ui/login">'
-        '<label for="key">Admin key</label>'
-        '<input id="key" name="key" type="password" autocomplete="current-password" required autofocus>'
-        '<button type="submit">Sign in</button></form></section>'
-    )
-    return _page("Sign in", body, status=status)
-
-
-def _authorized(state: ServerState, request: Request) -> bool:
-    auth = state.auth
-    if not auth.enabled:
-        return True
-    presented = auth.presented_key(request)
-    if presented is not None:
-        return auth.verify(presented)
-    return auth.verify_session(request.cookies.get(SESSION_COOKIE))
-
-
-def _set_session(state: ServerState, request: Request, response: Response) -> None:
-    response.set_cookie(
-        SESSION_COOKIE,
-        state.auth.new_session(),
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-        path="/",
-        max_age=int(state.auth.session_ttl),
-    )
 
 
 def _projects(state: ServerState) -> dict[str, list[tuple[str, Budget]]]:
@@ -239,34 +179,39 @@ def _project_section(
             by_window[key] = by_window.get(key, Decimal(0)) + spent
     for user, budget, status in statuses:
         rows.append(
-            f'<tr class="user-row" data-user="{_e(user)}">'
-            f'<td class="user">{_e(user)}</td>'
+            f'<tr class="user-row" data-user="{esc(user)}">'
+            f'<td class="user"><a href="{esc(link("/ui/projects", project, "users", user))}">'
+            f"{esc(user)}</a></td>"
             f"<td>{bar_svg(status.spent, status.held, budget.limit)}</td>"
-            f'<td class="num">{_e(format_dollars(status.spent))}</td>'
-            f'<td class="num">{_e(format_dollars(status.held))}</td>'
-            f'<td class="num">{_e(format_dollars(budget.limit))}</td>'
-            f'<td class="num">{_e(format_dollars(status.remaining))}</td>'
-            f"<td>{_e(budget.period.describe() or 'lifetime')}</td>"
-            f"<td>{_e(_when(status.resets_at))}</td></tr>"
+            f'<td class="num">{esc(format_dollars(status.spent))}</td>'
+            f'<td class="num">{esc(format_dollars(status.held))}</td>'
+            f'<td class="num">{esc(format_dollars(budget.limit))}</td>'
+            f'<td class="num">{esc(format_dollars(status.remaining))}</td>'
+            f"<td>{esc(budget.period.describe() or 'lifetime')}</td>"
+            f'<td class="when">{esc(_when(status.resets_at))}</td></tr>'
         )
-    link = f"/ui/projects/{quote(project, safe='')}"
+    href = link("/ui/projects", project)
     total = sum((s.spent for _, _, s in statuses), Decimal(0))
     held = sum((s.held for _, _, s in statuses), Decimal(0))
     models = sorted(by_model.items(), key=lambda kv: (-kv[1], kv[0]))[:12]
     windows = sorted(by_window.items())[-_HISTORY_WINDOWS:]
     heading = (
-        f"<h2>{_e(project)}</h2>" if detail else f'<h2><a href="{_e(link)}">{_e(project)}</a></h2>'
+        f"<h2>{esc(project)}</h2>"
+        if detail
+        else f'<h2><a href="{esc(href)}">{esc(project)}</a></h2>'
     )
     return (
-        f'<section class="project" data-project="{_e(project)}">{heading}'
-        f'<p class="summary">{len(users)} user(s) · spent {_e(format_dollars(total))} · '
-        f"held {_e(format_dollars(held))} in current windows</p>"
-        '<table class="budgets"><thead><tr><th>User</th><th>Budget</th><th>Spent</th>'
-        "<th>Held</th><th>Limit</th><th>Remaining</th><th>Period</th><th>Resets</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
+        f'<section class="project" data-project="{esc(project)}">{heading}'
+        f'<p class="summary">{len(users)} user(s) · spent {esc(format_dollars(total))} · '
+        f"held {esc(format_dollars(held))} in current windows</p>"
+        + table(
+            ("User", "Budget", "Spent", "Held", "Limit", "Remaining", "Period", "Resets"),
+            rows,
+            css="budgets",
+        )
         + (
             f'<p class="more">{hidden} more user(s) not shown; see '
-            f"<code>GET /v1/projects/{_e(project)}/spend</code>.</p>"
+            f"<code>GET /v1/projects/{esc(project)}/spend</code>.</p>"
             if hidden
             else ""
         )
@@ -283,79 +228,73 @@ def _when(moment: datetime | None) -> str:
 
 @dashboard_router.get("")
 @dashboard_router.get("/")
-def overview(request: Request) -> Response:
-    """Every project (the first 25), each with its users, bars and charts."""
+async def overview(request: Request) -> Response:
+    """The library's budgets (the first 25 projects, each with its users, bars and charts)
+    next to the gateway's."""
     state = get_state(request)
     if "key" in request.query_params and state.auth.enabled:
         # Whether right or wrong, the same answer: a URL is never a way in.
-        return _login_page(
+        return login_page(
+            request,
             "The admin key is not accepted in a URL (it would end up in access logs): "
             "sign in with this form.",
             status=400,
         )
-    if not _authorized(state, request):
-        return RedirectResponse("/ui/login", status_code=303)
-    projects = _projects(state)
+    refused = guard(request)
+    if refused is not None:
+        return refused
+    projects = await run_in_threadpool(_projects, state)
+    head = (
+        '<div class="title"><h1>Budgets</h1>'
+        '<a class="button" href="/ui/budgets/new">New library budget</a></div>'
+    )
+    gateway = await gateway_budgets_section(request)
     if not projects:
         body = (
-            '<h1>Budgets</h1><p class="empty">No budgets yet. Create one with '
+            '<p class="empty">No budgets yet. Create a library budget here, with '
             "<code>llmbudget budgets create</code> or <code>POST /v1/projects/{project}/budgets</code>.</p>"
         )
-        return _page("Budgets", body)
+        return page(request, "Budgets", head + body + gateway)
     names = sorted(projects)
-    sections = [
-        _project_section(state, name, projects[name], detail=False)
-        for name in names[:_MAX_PROJECTS]
-    ]
+    sections = await run_in_threadpool(
+        lambda: [
+            _project_section(state, name, projects[name], detail=False)
+            for name in names[:_MAX_PROJECTS]
+        ]
+    )
     more = ""
     if len(names) > _MAX_PROJECTS:
         links = ", ".join(
-            f'<a href="/ui/projects/{_e(quote(n, safe=""))}">{_e(n)}</a>'
-            for n in names[_MAX_PROJECTS:]
+            f'<a href="{esc(link("/ui/projects", n))}">{esc(n)}</a>' for n in names[_MAX_PROJECTS:]
         )
         more = f'<p class="more">More projects: {links}</p>'
-    return _page("Budgets", f"<h1>Budgets</h1>{''.join(sections)}{more}")
+    library = f'<h2 class="group">Library budgets</h2>{"".join(sections)}{more}'
+    return page(request, "Budgets", head + library + gateway)
 
 
 @dashboard_router.get("/projects/{project}")
 def project_page(request: Request, project: str) -> Response:
     """One project in detail."""
     state = get_state(request)
-    if not _authorized(state, request):
-        return RedirectResponse("/ui/login", status_code=303)
+    refused = guard(request)
+    if refused is not None:
+        return refused
     check_name(project, "project")
     users = [
         (unquote(b.scope[len(scope_key("user", project)) + 1 :]), b)
         for b in state.ledger.budgets(scope_key("user", project) + ":")
     ]
     if not users:
-        return _page("Not found", f"<h1>No project {_e(project)}</h1>", status=404)
-    return _page(project, _project_section(state, project, users, detail=True))
-
-
-@dashboard_router.get("/spend")
-def spend_log_page(request: Request) -> Response:
-    """The gateway's spend log: the latest requests, newest first."""
-    from llmbudget.gateway.spendlog import SPEND_LOG_KIND, render_spend_table, spend_row
-
-    state = get_state(request)
-    if not _authorized(state, request):
-        return RedirectResponse("/ui/login", status_code=303)
-    entries = state.store.read_log(SPEND_LOG_KIND, limit=_MAX_LOG_ROWS)
-    if not entries:
-        body = '<h1>Gateway requests</h1><p class="empty">No gateway requests yet.</p>'
-        return _page("Gateway requests", body)
-    rows = [spend_row(entry.at, entry.data, timespec="seconds") for entry in entries]
-    title = f"<h1>Gateway requests</h1><p>The latest {len(rows)}, newest first.</p>"
-    return _page("Gateway requests", title + render_spend_table(rows))
+        return page(request, "Not found", f"<h1>No project {esc(project)}</h1>", status=404)
+    return page(request, project, _project_section(state, project, users, detail=True))
 
 
 @dashboard_router.get("/login")
 def login_form(request: Request) -> Response:
     state = get_state(request)
-    if not state.auth.enabled or _authorized(state, request):
+    if not state.auth.enabled or authorized(state, request):
         return RedirectResponse("/ui", status_code=303)
-    return _login_page()
+    return login_page(request)
 
 
 @dashboard_router.post("/login")
@@ -365,10 +304,10 @@ async def login(request: Request) -> Response:
     body = (await request.body()).decode("utf-8", errors="replace")
     key = (parse_qs(body).get("key") or [""])[0]
     if state.auth.enabled and not state.auth.verify(key):
-        return _login_page("That key is not valid.", status=403)
+        return login_page(request, "That key is not valid.", status=403)
     response = RedirectResponse("/ui", status_code=303)
     if state.auth.enabled:
-        _set_session(state, request, response)
+        set_session(state, request, response)
     return response
 
 
