@@ -14,7 +14,7 @@ key's secret::
 counting the streamed text (the upstream sent none, or the client left early).
 
 :func:`query_spend_logs` filters entries (the admin endpoint ``GET /v1/spend/logs`` and the
-dashboard use it), :func:`spend_row` shapes one entry for display (money re-written as plain
+dashboard use it), :func:`total_spend` sums them, :func:`spend_row` shapes one entry for display (money re-written as plain
 decimals, whatever an older writer stored) and :func:`render_spend_table` turns rows into an
 HTML table.
 
@@ -28,16 +28,22 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from llmbudget import operations as ops
 from llmbudget.money import format_money
-from llmbudget.stores.base import AsyncStore, Store
+from llmbudget.stores.base import AsyncStore, LogEntry, Store
 
-__all__ = ["SPEND_LOG_KIND", "query_spend_logs", "render_spend_table", "spend_row"]
+__all__ = [
+    "SPEND_LOG_KIND",
+    "query_spend_logs",
+    "render_spend_table",
+    "spend_row",
+    "total_spend",
+]
 
 SPEND_LOG_KIND = "gateway"
 _MAX_LIMIT = 1000
@@ -74,6 +80,34 @@ def _decimal(value: object) -> Decimal | None:
     return amount if amount.is_finite() else None
 
 
+async def _entries(
+    store: Store | AsyncStore, since: float, until: float, page: int, max_scan: float
+) -> AsyncIterator[LogEntry]:
+    """Entries with ``since <= at < until``, newest first, each once, reading at most
+    ``max_scan`` entries ``page`` at a time."""
+    seen: set[str] = set()
+    scanned = 0
+    upper = until
+    while scanned < max_scan:
+        entries = await ops.ReadLog(store, SPEND_LOG_KIND, since, upper, page).arun()
+        if not entries:
+            return
+        scanned += len(entries)
+        fresh = 0
+        for entry in entries:
+            ident = str(entry.data.get("id", ""))
+            if ident and ident in seen:
+                continue
+            seen.add(ident)
+            fresh += 1
+            yield entry
+        if len(entries) < page or fresh == 0:
+            return  # the log is exhausted, or a whole page shares one instant
+        # Next page: entries older than the oldest seen, plus any sharing its timestamp
+        # (ids dedupe those), so equal timestamps at a page edge are not lost.
+        upper = math.nextafter(entries[-1].at, math.inf)
+
+
 async def query_spend_logs(
     store: Store | AsyncStore,
     *,
@@ -95,33 +129,24 @@ async def query_spend_logs(
         k: v for k, v in (("key", key), ("user", user), ("model", model), ("team", team)) if v
     }
     rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    scanned = 0
     page = limit if not wanted else max(limit * 4, 200)
-    upper = until
-    while len(rows) < limit and scanned < _MAX_SCAN:
-        entries = await ops.ReadLog(store, SPEND_LOG_KIND, since, upper, page).arun()
-        if not entries:
-            break
-        scanned += len(entries)
-        fresh = 0
-        for entry in entries:
-            data = entry.data
-            ident = str(data.get("id", ""))
-            if ident and ident in seen:
-                continue
-            seen.add(ident)
-            fresh += 1
-            if all(data.get(k) == v for k, v in wanted.items()):
-                rows.append(spend_row(entry.at, data))
-                if len(rows) >= limit:
-                    break
-        if len(entries) < page or fresh == 0:
-            break  # the log is exhausted, or a whole page shares one instant
-        # Next page: entries older than the oldest seen, plus any sharing its timestamp
-        # (ids dedupe those), so equal timestamps at a page edge are not lost.
-        upper = math.nextafter(entries[-1].at, math.inf)
+    async for entry in _entries(store, since, until, page, _MAX_SCAN):
+        if all(entry.data.get(k) == v for k, v in wanted.items()):
+            rows.append(spend_row(entry.at, entry.data))
+            if len(rows) >= limit:
+                break
     return rows
+
+
+async def total_spend(
+    store: Store | AsyncStore, *, since: float = 0.0, until: float = math.inf
+) -> Decimal:
+    """The exact sum of ``cost`` over the log's entries with ``since <= at < until``
+    (every entry is read: an admin report, not a request-path call)."""
+    total = Decimal(0)
+    async for entry in _entries(store, since, until, _MAX_LIMIT, math.inf):
+        total += _decimal(entry.data.get("cost")) or 0
+    return total
 
 
 def render_spend_table(rows: Sequence[Mapping[str, Any]]) -> str:
