@@ -224,7 +224,7 @@ def test_keys_naming_an_unknown_team_or_org_are_refused(gw: Gw) -> None:
 def test_list_shows_spend_after_traffic_and_pages(gw: Gw) -> None:
     gw.admin("POST", "/v1/teams", {"id": "ml", "budget": 1, "period": "daily"})
     gw.admin("POST", "/v1/users", {"id": "ana", "team": "ml", "budget": "0.5"})
-    key_id, secret = gw.key(user="ana")
+    _, secret = gw.key(user="ana")
     client = sdk(gw, secret)
     for _ in range(2):
         reply = client.chat.completions.create(model="m", messages=HI, max_tokens=50)  # type: ignore[arg-type]
