@@ -124,6 +124,8 @@ def test_another_replica_sees_a_new_entity_within_the_cache_ttl(clock: FrozenClo
     async def run() -> None:
         await theirs.prefetch(key)  # bob unknown: the miss is cached there
         generation = theirs.generation
+        await theirs.prefetch_end_user("someone-new")
+        assert theirs.generation == generation  # a new miss changes no plan
         await mine.create("user", {"id": "bob", "budget": 1})
         await theirs.prefetch(key)
         assert theirs.user("bob") is None  # within the documented window

@@ -276,7 +276,9 @@ class EntityDirectory:
 
     def _remember(self, kind: str, name: str, record: EntityRecord | None, now: float) -> None:
         old = self._cache.get((kind, name))
-        if old is None or old[1] != record:
+        # An entity first seen missing changes nothing the planner read (it read None):
+        # a stream of new end-user names must not invalidate every cached plan.
+        if (old[1] if old is not None else None) != record:
             self.generation += 1
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()  # bounded: a flood of end-user names cannot grow memory
