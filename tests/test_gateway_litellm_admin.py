@@ -236,3 +236,23 @@ def test_money_is_an_exact_json_number() -> None:
     assert b'"spend":0.000000001' in rendered and b'"big":1234567890.123456789' in rendered
     assert json.loads(rendered)["text"] == "\x00not-a-marker\x00"
     assert json.loads(rendered)["nested"] == [{"v": 2.5}]
+
+
+def test_config_keys_are_found_by_secret_and_stay_read_only(tmp_path: Path) -> None:
+    secret = "sk-config-secret-0123456789"
+    upstream = FakeUpstream()
+    with (
+        ServerThread(upstream.app()) as server,
+        Gw(
+            {
+                "model_list": [deployment(server.url, "m")],
+                "keys": [{"id": "ci", "key": secret, "user": "ci-bot", "rpm_limit": 4}],
+            }
+        ) as gateway,
+    ):
+        for given in (secret, "ci"):
+            info = get(gateway, "/key/info", key=given)["info"]
+            assert info["token"] == "ci" and info["user_id"] == "ci-bot"
+            assert info["rpm_limit"] == 4
+        error = post(gateway, "/key/update", {"key": secret, "max_budget": 1}, status=409)
+        assert error["error"]["code"] == "key_in_config"

@@ -230,14 +230,16 @@ class KeyManager:
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
-        key = self._static.get(digest)
         master_hash = self._master_hash
-        if key is None and master_hash is not None and hmac.compare_digest(digest, master_hash):
+        key: VirtualKey | None
+        if (
+            digest not in self._static
+            and master_hash is not None
+            and hmac.compare_digest(digest, master_hash)
+        ):
             key = self._master
-        if key is None:
-            doc = await ops.GetDoc(self.store, KEY_DOC_KIND, key_id(digest)).arun()
-            if doc is not None and hmac.compare_digest(str(doc.get("secret_hash", "")), digest):
-                key = VirtualKey.from_doc(doc)
+        else:
+            key = await self._stored(digest)
         if self.ttl > 0:
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()  # bounded: a flood of random keys cannot grow memory
@@ -278,6 +280,19 @@ class KeyManager:
             return static
         doc = await ops.GetDoc(self.store, KEY_DOC_KIND, id_).arun()
         return None if doc is None else VirtualKey.from_doc(doc)
+
+    async def by_secret(self, secret: str) -> VirtualKey | None:
+        """The key (config or API, revoked or not) whose secret this is; never the master."""
+        return await self._stored(hash_secret(secret))
+
+    async def _stored(self, digest: str) -> VirtualKey | None:
+        static = self._static.get(digest)
+        if static is not None:
+            return static
+        doc = await ops.GetDoc(self.store, KEY_DOC_KIND, key_id(digest)).arun()
+        if doc is not None and hmac.compare_digest(str(doc.get("secret_hash", "")), digest):
+            return VirtualKey.from_doc(doc)
+        return None
 
     async def list(
         self, *, user: str | None = None, team: str | None = None, include_revoked: bool = True

@@ -55,7 +55,7 @@ from llmbudget.gateway.admin import guarded, key_view, parse_time, read_json, re
 from llmbudget.gateway.entities import EntityRecord
 from llmbudget.gateway.entity_admin import entity_view
 from llmbudget.gateway.errors import GatewayError
-from llmbudget.gateway.keys import SECRET_PREFIX, VirtualKey, hash_secret, key_id
+from llmbudget.gateway.keys import SECRET_PREFIX, VirtualKey
 from llmbudget.gateway.proxy import Gateway
 from llmbudget.gateway.spendlog import query_spend_logs, total_spend
 from llmbudget.money import format_money
@@ -242,11 +242,10 @@ def _entity_out(view: Mapping[str, Any], id_name: str) -> dict[str, Any]:
 
 
 async def _find_key(gateway: Gateway, given: str) -> VirtualKey:
-    """A key by its secret (what LiteLLM scripts hold) or its id."""
-    id_ = key_id(hash_secret(given)) if given.startswith(SECRET_PREFIX) else given
-    key = await gateway.keys.get(id_)
+    """A key by its secret (what LiteLLM scripts hold) or its id (LiteLLM's ``token``)."""
+    key = await gateway.keys.by_secret(given)
     if key is None and not given.startswith(SECRET_PREFIX):
-        key = await gateway.keys.get(key_id(hash_secret(given)))  # a config key's secret
+        key = await gateway.keys.get(given)
     if key is None:
         raise GatewayError(404, "key_not_found", "no such key")
     return key
