@@ -205,6 +205,8 @@ def test_unknown_or_unsupported_fields_are_refused_and_nothing_is_stored(gw: Gw)
         ("/user/new", {"user_id": "u", "teams": ["t1", "t2"]}, "teams"),
         ("/team/new", {"team_id": "t", "members_with_roles": [{"user_id": "ghost"}]}, "ghost"),
         ("/customer/new", {"max_budget": 1}, "user_id"),
+        ("/user/new", {"user_id": "u", "duration": "forever"}, "duration"),
+        ("/user/new", {"user_id": "a/b"}, "'/'"),
     ):
         r = gw.http.post(path, json=body, headers={"authorization": f"Bearer {MASTER}"})
         assert r.status_code == 400, (path, r.text)
@@ -247,6 +249,7 @@ def test_config_keys_are_found_by_secret_and_stay_read_only(tmp_path: Path) -> N
             {
                 "model_list": [deployment(server.url, "m")],
                 "keys": [{"id": "ci", "key": secret, "user": "ci-bot", "rpm_limit": 4}],
+                "users": {"ci-bot": {}},
             }
         ) as gateway,
     ):
@@ -254,5 +257,8 @@ def test_config_keys_are_found_by_secret_and_stay_read_only(tmp_path: Path) -> N
             info = get(gateway, "/key/info", key=given)["info"]
             assert info["token"] == "ci" and info["user_id"] == "ci-bot"
             assert info["rpm_limit"] == 4
+        cfg_member = {"team_id": "t", "members_with_roles": [{"user_id": "ci-bot"}]}
+        assert "ci-bot" in post(gateway, "/team/new", cfg_member, status=400)["error"]["message"]
+        assert gateway.store.list_docs("gw-team") == []
         error = post(gateway, "/key/update", {"key": secret, "max_budget": 1}, status=409)
         assert error["error"]["code"] == "key_in_config"

@@ -322,6 +322,9 @@ class EntityDirectory:
         if not isinstance(name, str) or not name:
             raise InvalidInputError(f"id is required: the {kind}'s name")
         check_name(name, f"the {kind} id")
+        if "/" in name:
+            # It could never be addressed as /v1/<kind>s/{id}.
+            raise InvalidInputError(f"the {kind} id must not contain '/'")
         if name in self._static[kind]:
             raise _in_config(kind, name)
         record = await self._build(kind, name, body, self.clock(), None)

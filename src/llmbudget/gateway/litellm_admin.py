@@ -366,7 +366,11 @@ def install_litellm_routes(app: FastAPI, gateway: Gateway, prefix: str = "") -> 
                     "user_email": body.user_email})  # fmt: skip
         if body.auto_create_key:
             key_fields = {"user": record.name, "name": body.key_alias, "duration": body.duration}
-            key, secret = await keys.create({k: v for k, v in key_fields.items() if v})
+            try:
+                key, secret = await keys.create({k: v for k, v in key_fields.items() if v})
+            except BaseException:
+                await directory.delete("user", record.name)  # a refused request stores nothing
+                raise
             out.update({"key": secret, "token": key.id, "expires": key.public()["expires_at"]})
         return out
 
@@ -400,9 +404,15 @@ def install_litellm_routes(app: FastAPI, gateway: Gateway, prefix: str = "") -> 
             fields["metadata"] = {**(fields.get("metadata") or {}), "team_alias": body.team_alias}
         members = [m.user_id for m in body.members_with_roles or []]
         for user in members:  # checked before anything is written
-            if await directory.get("user", user) is None:
+            found = await directory.get("user", user)
+            if found is None:
                 raise InvalidInputError(
                     f"members_with_roles: no user {user!r}: create it first (/user/new)"
+                )
+            if found.source != "api":
+                raise InvalidInputError(
+                    f"members_with_roles: user {user!r} is defined in the config file; set "
+                    "its team there"
                 )
         record = await directory.create("team", fields)
         for user in members:
