@@ -13,8 +13,8 @@ from typing import Any
 import openai
 import pytest
 
+from llmbudget.gateway.exact_json import ExactJSONResponse
 from llmbudget.gateway.keys import KEY_DOC_KIND
-from llmbudget.gateway.litellm_admin import ExactJSONResponse
 from tests.gateway_fakes import (
     HI,
     HI_TOKENS,

@@ -27,7 +27,8 @@ spellings), behind the same master key:
 ==========================  =====================================================================
 
 Unknown fields are refused (400, naming them) rather than ignored: a LiteLLM feature this
-gateway does not have (``soft_budget``, ``guardrails``...) must not look applied. Money is
+gateway does not have (``soft_budget``, ``guardrails``...) must not look applied. The
+bodies and shapes are :mod:`.litellm_shapes`; this module is the routes. Money is
 written as JSON numbers, as LiteLLM's are, but from the exact decimal (never via a float).
 ``models: []`` means every model, as in LiteLLM. A key generated without ``user_id``
 belongs to the user ``default_user_id`` (LiteLLM's name for the admin's own user).
@@ -35,210 +36,44 @@ belongs to the user ``default_user_id`` (LiteLLM's name for the admin's own user
 
 from __future__ import annotations
 
-import json
-import re
-import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import StrictBool, StrictStr
 from starlette.requests import Request
 from starlette.responses import Response
 
-from llmbudget.config_models import StrictModel, parse
+from llmbudget.config_models import parse
 from llmbudget.errors import InvalidInputError
 from llmbudget.gateway.admin import guarded, key_view, parse_time, read_json, require_admin
 from llmbudget.gateway.entities import EntityRecord
 from llmbudget.gateway.entity_admin import entity_view
 from llmbudget.gateway.errors import GatewayError
+from llmbudget.gateway.exact_json import ExactJSONResponse
 from llmbudget.gateway.keys import SECRET_PREFIX, VirtualKey
+from llmbudget.gateway.litellm_shapes import (
+    CustomerNew,
+    KeyDelete,
+    KeyFields,
+    KeyUpdate,
+    TeamNew,
+    UserNew,
+    budget_fields,
+    entity_out,
+    key_out,
+    log_out,
+    to_native,
+)
 from llmbudget.gateway.proxy import Gateway
+from llmbudget.gateway.rate_limits import RATE_LIMIT_FIELDS
 from llmbudget.gateway.spendlog import query_spend_logs, total_spend
-from llmbudget.money import format_money
 
 __all__ = ["install_litellm_routes"]
 
+#: The user a key generated without ``user_id`` belongs to (LiteLLM's admin user's name).
 DEFAULT_USER = "default_user_id"
-_LIMITS = ("rpm_limit", "tpm_limit", "tpd_limit", "max_parallel_requests")
-
-
-# --------------------------------------------------------------------------- request bodies
-
-
-class _Budgeted(StrictModel):
-    max_budget: Any = None
-    budget_duration: Any = None
-    models: Any = None
-    metadata: Any = None
-    rpm_limit: Any = None
-    tpm_limit: Any = None
-    tpd_limit: Any = None
-    max_parallel_requests: Any = None
-
-
-class KeyFields(_Budgeted):
-    key_alias: Any = None
-    user_id: Any = None
-    team_id: Any = None
-    organization_id: Any = None
-    duration: Any = None
-    model_max_budget: Any = None
-
-
-class KeyUpdate(KeyFields):
-    key: StrictStr
-
-
-class KeyDelete(StrictModel):
-    keys: list[StrictStr]
-
-
-class UserNew(_Budgeted):
-    user_id: Any = None
-    user_alias: Any = None
-    user_email: Any = None
-    teams: Any = None
-    organization_id: Any = None
-    model_max_budget: Any = None
-    auto_create_key: StrictBool = True
-    key_alias: Any = None
-    duration: Any = None
-
-
-class Member(StrictModel):
-    user_id: StrictStr
-    role: StrictStr | None = None
-
-
-class TeamNew(_Budgeted):
-    team_id: Any = None
-    team_alias: Any = None
-    organization_id: Any = None
-    model_max_budget: Any = None
-    members_with_roles: list[Member] | None = None
-
-
-class CustomerNew(StrictModel):
-    user_id: StrictStr
-    alias: Any = None
-    max_budget: Any = None
-    budget_duration: Any = None
-    metadata: Any = None
-    rpm_limit: Any = None
-    tpm_limit: Any = None
-    tpd_limit: Any = None
-    max_parallel_requests: Any = None
-    blocked: StrictBool = False
-
-
-# --------------------------------------------------------------------------- translation
-
-#: LiteLLM's name -> the native API's.
-_RENAMES = {
-    "key_alias": "name",
-    "user_id": "user",
-    "team_id": "team",
-    "organization_id": "org",
-    "model_max_budget": "model_budgets",
-}
-
-
-def _native(model: StrictModel, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The fields sent, under the native API's names."""
-    out: dict[str, Any] = {}
-    for name in sorted(model.model_fields_set - set(skip)):
-        value = getattr(model, name)
-        if name == "models" and value == []:
-            value = None  # LiteLLM: an empty list allows every model
-        elif name == "model_max_budget":
-            value = _model_budgets(value)
-        out[_RENAMES.get(name, name)] = value
-    return out
-
-
-def _model_budgets(raw: object) -> object:
-    """LiteLLM's ``{"gpt-4o": 5.0}`` or ``{"gpt-4o": {"budget_limit": 5, "time_period":
-    "30d"}}`` as native model budgets."""
-    if not isinstance(raw, Mapping):
-        return raw  # the native validation names the problem
-    out: dict[str, Any] = {}
-    for model, spec in raw.items():
-        if isinstance(spec, Mapping):
-            unknown = sorted(set(spec) - {"budget_limit", "time_period"})
-            if unknown:
-                raise InvalidInputError(
-                    f"model_max_budget.{model}: unknown field(s) {', '.join(unknown)}"
-                )
-            out[model] = {"budget": spec.get("budget_limit"), "period": spec.get("time_period")}
-        else:
-            out[model] = {"budget": spec}
-    return out
-
-
-def _money(text: object) -> Decimal | None:
-    return None if text is None else Decimal(str(text))
-
-
-def _budget_fields(view: Mapping[str, Any]) -> dict[str, Any]:
-    budget = view.get("budget")
-    # The own budget's scope comes first; a per-model one is never the whole spend.
-    scope, spend = next(iter(view.get("spend", {}).items()), ("", None))
-    if scope.partition(":")[0].endswith("-model"):
-        spend = None
-    return {
-        "max_budget": _money(budget["budget"]) if budget else None,
-        "budget_duration": (budget["period"] or None) if budget else None,
-        "budget_reset_at": spend["resets_at"] if spend else None,
-        "spend": _money(spend["spent"]) if spend else Decimal(0),
-    }
-
-
-def _key_out(view: Mapping[str, Any]) -> dict[str, Any]:
-    """A native key view in LiteLLM's shape."""
-    return {
-        "token": view["id"],
-        "token_id": view["id"],
-        "key_alias": view["name"],
-        "key_name": view["name"],
-        "user_id": view["user"],
-        "team_id": view["team"],
-        "organization_id": view["org"],
-        "models": view["models"] or [],
-        **_budget_fields(view),
-        "model_max_budget": {
-            m: {"budget_limit": _money(s["budget"]), "time_period": s["period"] or None}
-            for m, s in view["model_budgets"].items()
-        },
-        "expires": view["expires_at"],
-        "blocked": view["revoked"],
-        "metadata": view["metadata"],
-        **{name: view[name] for name in _LIMITS},
-        "created_at": view["created_at"],
-        "updated_at": view["updated_at"],
-    }
-
-
-def _entity_out(view: Mapping[str, Any], id_name: str) -> dict[str, Any]:
-    """A native entity view in LiteLLM's shape (``user_id``/``team_id``/...)."""
-    out: dict[str, Any] = {
-        id_name: view["id"],
-        **_budget_fields(view),
-        "metadata": view["metadata"],
-        **{name: view[name] for name in _LIMITS},
-        "created_at": view["created_at"],
-        "updated_at": view["updated_at"],
-    }
-    if "models" in view:
-        out["models"] = view["models"] or []
-    if "org" in view:
-        out["organization_id"] = view["org"]
-    if "team" in view:
-        out["teams"] = [view["team"]] if view["team"] else []
-    return out
 
 
 async def _find_key(gateway: Gateway, given: str) -> VirtualKey:
@@ -252,7 +87,7 @@ async def _find_key(gateway: Gateway, given: str) -> VirtualKey:
 
 
 async def _key_response(gateway: Gateway, key: VirtualKey) -> dict[str, Any]:
-    return _key_out(await key_view(gateway, key))
+    return key_out(await key_view(gateway, key))
 
 
 def _record_missing(kind: str, name: str) -> GatewayError:
@@ -279,34 +114,6 @@ def _day(value: str | None, name: str, *, end: bool) -> float | None:
     return (start + timedelta(days=1 if end else 0)).timestamp()
 
 
-# --------------------------------------------------------------------------- exact JSON
-
-
-class ExactJSONResponse(Response):
-    """JSON in which :class:`~decimal.Decimal` values are numbers written exactly."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        marker = secrets.token_hex(8)
-        numbers: list[str] = []
-
-        def walk(value: Any) -> Any:
-            if isinstance(value, Decimal):
-                numbers.append(format_money(value))
-                return f"\x00{marker}:{len(numbers) - 1}\x00"
-            if isinstance(value, Mapping):
-                return {k: walk(v) for k, v in value.items()}
-            if isinstance(value, list | tuple):
-                return [walk(v) for v in value]
-            return value
-
-        text = json.dumps(walk(content), ensure_ascii=False, separators=(",", ":"))
-        # The marker is random per response: no string in the content can forge one.
-        pattern = re.compile(rf'"\\u0000{marker}:(\d+)\\u0000"')
-        return pattern.sub(lambda m: numbers[int(m.group(1))], text).encode("utf-8")
-
-
 # --------------------------------------------------------------------------- routes
 
 Handler = Callable[[Request], Awaitable[Any]]
@@ -319,7 +126,7 @@ def install_litellm_routes(app: FastAPI, gateway: Gateway, prefix: str = "") -> 
 
     async def generate_key(request: Request) -> Any:
         body = parse(KeyFields, await read_json(request))
-        fields = _native(body)
+        fields = to_native(body)
         fields.setdefault("user", DEFAULT_USER)
         if fields["user"] is None:
             fields["user"] = DEFAULT_USER
@@ -334,7 +141,7 @@ def install_litellm_routes(app: FastAPI, gateway: Gateway, prefix: str = "") -> 
     async def update_key(request: Request) -> Any:
         body = parse(KeyUpdate, await read_json(request))
         key = await _find_key(gateway, body.key)
-        updated = await keys.update(key.id, _native(body, skip=("key",)))
+        updated = await keys.update(key.id, to_native(body, skip=("key",)))
         return {**await _key_response(gateway, updated), "key": body.key}
 
     async def delete_key(request: Request) -> Any:
@@ -346,7 +153,7 @@ def install_litellm_routes(app: FastAPI, gateway: Gateway, prefix: str = "") -> 
 
     async def new_user(request: Request) -> Any:
         body = parse(UserNew, await read_json(request))
-        fields = _native(body, skip=("teams", "user_alias", "user_email", "auto_create_key",
+        fields = to_native(body, skip=("teams", "user_alias", "user_email", "auto_create_key",
                                      "key_alias", "duration"))  # fmt: skip
         fields["id"] = fields.pop("user", None) or str(uuid.uuid4())
         teams = body.teams or []
@@ -361,7 +168,7 @@ def install_litellm_routes(app: FastAPI, gateway: Gateway, prefix: str = "") -> 
                 **{k: v for k, v in extra.items() if v is not None},
             }
         record = await directory.create("user", fields)
-        out = _entity_out(await entity_view(gateway, record), "user_id")
+        out = entity_out(await entity_view(gateway, record), "user_id")
         out.update({"key": None, "expires": None, "user_alias": body.user_alias,
                     "user_email": body.user_email})  # fmt: skip
         if body.auto_create_key:
@@ -384,21 +191,21 @@ def install_litellm_routes(app: FastAPI, gateway: Gateway, prefix: str = "") -> 
         team_record = await directory.get("team", team) if team else None
         return {
             "user_id": name,
-            "user_info": _entity_out(await entity_view(gateway, record), "user_id"),
+            "user_info": entity_out(await entity_view(gateway, record), "user_id"),
             "keys": [await _key_response(gateway, k) for k in user_keys],
             "teams": [] if team_record is None else [await _team_out(team_record)],
         }
 
     async def _team_out(record: EntityRecord) -> dict[str, Any]:
         view = await entity_view(gateway, record)
-        out = _entity_out(view, "team_id")
+        out = entity_out(view, "team_id")
         out["team_alias"] = record.metadata.get("team_alias")
         out["members_with_roles"] = [{"user_id": u, "role": "user"} for u in view["members"]]
         return out
 
     async def new_team(request: Request) -> Any:
         body = parse(TeamNew, await read_json(request))
-        fields = _native(body, skip=("team_id", "team_alias", "members_with_roles"))
+        fields = to_native(body, skip=("team_id", "team_alias", "members_with_roles"))
         fields["id"] = body.team_id or str(uuid.uuid4())
         if body.team_alias is not None:
             fields["metadata"] = {**(fields.get("metadata") or {}), "team_alias": body.team_alias}
@@ -434,13 +241,13 @@ def install_litellm_routes(app: FastAPI, gateway: Gateway, prefix: str = "") -> 
         body = parse(CustomerNew, await read_json(request))
         if body.blocked:
             raise InvalidInputError("blocked: true is not supported; set max_budget: 0 instead")
-        fields = _native(body, skip=("user_id", "alias", "blocked"))
+        fields = to_native(body, skip=("user_id", "alias", "blocked"))
         fields["id"] = body.user_id
         if body.alias is not None:
             fields["metadata"] = {**(fields.get("metadata") or {}), "alias": body.alias}
         record = await directory.create("end_user", fields)
         view = await entity_view(gateway, record)
-        budget = _budget_fields(view)
+        budget = budget_fields(view)
         return {
             "user_id": record.name,
             "alias": body.alias,
@@ -449,7 +256,7 @@ def install_litellm_routes(app: FastAPI, gateway: Gateway, prefix: str = "") -> 
             "litellm_budget_table": {
                 "max_budget": budget["max_budget"],
                 "budget_duration": budget["budget_duration"],
-                **{name: view[name] for name in _LIMITS},
+                **{name: view[name] for name in RATE_LIMIT_FIELDS},
             },
             "metadata": view["metadata"],
         }
@@ -466,7 +273,7 @@ def install_litellm_routes(app: FastAPI, gateway: Gateway, prefix: str = "") -> 
             key=key_filter,
             user=q.get("user_id") or None,
         )
-        return [_log_out(row) for row in rows]
+        return [log_out(row) for row in rows]
 
     async def global_spend(request: Request) -> Any:
         spec = gateway.config.global_budget
@@ -506,33 +313,3 @@ def _admin(gateway: Gateway, handler: Handler) -> Callable[[Request], Awaitable[
 
     endpoint.__name__ = handler.__name__
     return endpoint
-
-
-def _log_out(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A spend-log row in LiteLLM's ``/spend/logs`` shape."""
-    prompt = row.get("prompt_tokens") or 0
-    completion = row.get("completion_tokens") or 0
-    ended = datetime.fromisoformat(str(row["at"]))
-    started = ended - timedelta(milliseconds=float(row.get("latency_ms") or 0))
-    return {
-        "request_id": row.get("id"),
-        "api_key": row.get("key"),
-        "model": row.get("upstream_model") or row.get("model"),
-        "model_group": row.get("model"),
-        "spend": _money(row.get("cost")) or Decimal(0),
-        "startTime": started.isoformat(),
-        "endTime": ended.isoformat(),
-        "user": row.get("user"),
-        "end_user": row.get("end_user"),
-        "team_id": row.get("team"),
-        "organization_id": row.get("org"),
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "status": row.get("status"),
-        "metadata": {
-            name: row.get(name)
-            for name in ("deployment", "endpoint", "stream", "http_status", "usage_source")
-            if name in row
-        },
-    }
