@@ -274,3 +274,25 @@ def test_an_entity_created_by_api_binds_the_next_request(gw: Gw) -> None:
     assert shown["rpm_limit"] == 3 and shown["spend"]["gw-end-user:cust-9"]["limit"] == "0.00001"
     entity = gw.gateway.entities.end_user("cust-9")
     assert entity is not None and entity.limits.rpm_limit == 3  # what the planner reads
+
+
+def test_an_entity_changed_through_one_replica_binds_on_another(tmp_path: Path) -> None:
+    upstream = FakeUpstream()
+    with (
+        sqlite_store(tmp_path) as first_store,
+        sqlite_store(tmp_path) as second_store,  # the same file: another process's view
+        ServerThread(upstream.app()) as server,
+    ):
+        config = {
+            "model_list": [deployment(server.url, "m")],
+            "general_settings": {"key_cache_ttl": 0},  # every request reads the store
+        }
+        with Gw(config, store=first_store) as one, Gw(config, store=second_store) as two:
+            _, secret = one.key(user="rita")
+            assert two.chat(secret, max_tokens=20).status_code == 200
+            one.admin("POST", "/v1/users", {"id": "rita", "budget": "0.00001"})
+            refused_there = two.chat(secret, max_tokens=20)
+            assert refused_there.status_code == 429
+            assert refused_there.json()["error"]["scope"] == "gw-user:rita"
+            one.admin("PATCH", "/v1/users/rita", {"budget": None})
+            assert two.chat(secret, max_tokens=20).status_code == 200
