@@ -128,7 +128,10 @@ def test_a_litellm_admin_script_gives_keys_the_sdk_uses_and_the_budgets_bind(gw:
 
 
 def test_user_new_makes_a_key_and_customer_new_an_end_user_budget(gw: Gw) -> None:
-    user = post(gw, "/user/new", {"user_id": "eve", "max_budget": 2, "user_email": "e@x.io"})
+    user = post(gw, "/user/new", {"user_id": "eve", "max_budget": 2, "user_email": "e@x.io",
+                                  "models": ["all-proxy-models"]})  # fmt: skip
+    assert user["models"] == []  # every model
+    assert gw.admin("GET", "/v1/users/eve")["models"] is None
     assert user["key"].startswith("sk-llmb-") and user["max_budget"] == 2
     assert gw.admin("GET", "/v1/users/eve")["metadata"] == {"user_email": "e@x.io"}
     client = sdk(gw, user["key"])
@@ -203,6 +206,7 @@ def test_unknown_or_unsupported_fields_are_refused_and_nothing_is_stored(gw: Gw)
             "period",
         ),
         ("/user/new", {"user_id": "u", "teams": ["t1", "t2"]}, "teams"),
+        ("/user/new", {"user_id": "u", "teams": "t1"}, "teams"),
         ("/team/new", {"team_id": "t", "members_with_roles": [{"user_id": "ghost"}]}, "ghost"),
         ("/customer/new", {"max_budget": 1}, "user_id"),
         ("/user/new", {"user_id": "u", "duration": "forever"}, "duration"),

@@ -30,8 +30,9 @@ Unknown fields are refused (400, naming them) rather than ignored: a LiteLLM fea
 gateway does not have (``soft_budget``, ``guardrails``...) must not look applied. The
 bodies and shapes are :mod:`.litellm_shapes`; this module is the routes. Money is
 written as JSON numbers, as LiteLLM's are, but from the exact decimal (never via a float).
-``models: []`` means every model, as in LiteLLM. A key generated without ``user_id``
-belongs to the user ``default_user_id`` (LiteLLM's name for the admin's own user).
+``models: []`` (or ``["all-proxy-models"]``) means every model, as in LiteLLM. A key
+generated without ``user_id`` belongs to the user ``default_user_id`` (LiteLLM's name for
+the admin's own user).
 """
 
 from __future__ import annotations
@@ -157,7 +158,9 @@ def install_litellm_routes(app: FastAPI, gateway: Gateway, prefix: str = "") -> 
                                      "key_alias", "duration"))  # fmt: skip
         fields["id"] = fields.pop("user", None) or str(uuid.uuid4())
         teams = body.teams or []
-        if not isinstance(teams, list) or len(teams) > 1:
+        if not isinstance(teams, list):
+            raise InvalidInputError("teams must be a list of team ids")
+        if len(teams) > 1:
             raise InvalidInputError("teams: a user belongs to at most one team here")
         if teams:
             fields["team"] = teams[0]

@@ -141,8 +141,8 @@ def to_native(model: StrictModel, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in sorted(model.model_fields_set - set(skip)):
         value = getattr(model, name)
-        if name == "models" and value == []:
-            value = None  # LiteLLM: an empty list allows every model
+        if name == "models" and value in ([], ["all-proxy-models"]):
+            value = None  # LiteLLM's two spellings of "every model"
         elif name == "model_max_budget":
             value = _model_budgets(value)
         out[_RENAMES.get(name, name)] = value
