@@ -182,7 +182,8 @@ def budget_fields(view: Mapping[str, Any]) -> dict[str, Any]:
         "max_budget": money(budget["budget"]) if budget else None,
         "budget_duration": (budget["period"] or None) if budget else None,
         "budget_reset_at": spend["resets_at"] if spend else None,
-        "spend": money(spend["spent"]) if spend else Decimal(0),
+        # None, not 0: an uncapped user's or team's spend is not tracked (its keys' is).
+        "spend": money(spend["spent"]) if spend else None,
     }
 
 
