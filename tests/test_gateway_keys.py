@@ -26,6 +26,7 @@ def gw() -> Iterator[Gw]:
 
 
 def test_the_secret_is_shown_once_and_stored_only_as_a_hash(gw: Gw) -> None:
+    gw.admin("POST", "/v1/teams", {"id": "ml"})
     created = gw.admin(
         "POST", "/v1/keys", {"user": "alice", "team": "ml", "budget": 5, "period": "daily"}
     )

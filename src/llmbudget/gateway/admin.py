@@ -35,7 +35,14 @@ from llmbudget.gateway.proxy import Gateway, bearer_secret
 from llmbudget.gateway.relay import loads
 from llmbudget.gateway.spendlog import query_spend_logs
 
-__all__ = ["guarded", "install_admin_routes"]
+__all__ = [
+    "guarded",
+    "install_admin_routes",
+    "key_view",
+    "parse_time",
+    "read_json",
+    "require_admin",
+]
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -64,7 +71,8 @@ def guarded(fn: Endpoint) -> Endpoint:
     return endpoint
 
 
-def _require_admin(gateway: Gateway, request: Request) -> None:
+def require_admin(gateway: Gateway, request: Request) -> None:
+    """A 401 unless the request carries the master key."""
     expected = gateway.master_key
     if not expected:
         raise GatewayError(
@@ -84,7 +92,8 @@ def _require_admin(gateway: Gateway, request: Request) -> None:
         raise GatewayError(401, "invalid_api_key", "invalid master key")
 
 
-async def _json(request: Request) -> dict[str, Any]:
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request's JSON object body (``{}`` when empty); a 400 for anything else."""
     body = await request.body()
     if not body:
         return {}
@@ -97,7 +106,8 @@ async def _json(request: Request) -> dict[str, Any]:
     return data
 
 
-def _time(value: str | None, default: float, name: str) -> float:
+def parse_time(value: str | None, default: float, name: str) -> float:
+    """A query parameter as epoch seconds: epoch seconds or ISO 8601 with an offset."""
     if value is None or value == "":
         return default
     try:
@@ -115,7 +125,8 @@ def _time(value: str | None, default: float, name: str) -> float:
     return parsed.timestamp()
 
 
-async def _key_view(gateway: Gateway, key: VirtualKey) -> dict[str, Any]:
+async def key_view(gateway: Gateway, key: VirtualKey) -> dict[str, Any]:
+    """A key's admin view with the current spend of its budgets, by scope."""
     view = key.public()
     spend: dict[str, Any] = {}
     budgets = [
@@ -137,15 +148,15 @@ def install_admin_routes(app: FastAPI, gateway: Gateway, prefix: str = "") -> No
 
     @guarded
     async def create_key(request: Request) -> Response:
-        _require_admin(gateway, request)
-        key, secret = await gateway.keys.create(await _json(request))
-        view = await _key_view(gateway, key)
+        require_admin(gateway, request)
+        key, secret = await gateway.keys.create(await read_json(request))
+        view = await key_view(gateway, key)
         view["key"] = secret  # shown once: only its hash is stored
         return JSONResponse(view, status_code=201)
 
     @guarded
     async def list_keys(request: Request) -> Response:
-        _require_admin(gateway, request)
+        require_admin(gateway, request)
         q = request.query_params
         keys = await gateway.keys.list(
             user=q.get("user"),
@@ -163,24 +174,24 @@ def install_admin_routes(app: FastAPI, gateway: Gateway, prefix: str = "") -> No
 
     @guarded
     async def get_key(request: Request) -> Response:
-        _require_admin(gateway, request)
-        return JSONResponse(await _key_view(gateway, await _found(request)))
+        require_admin(gateway, request)
+        return JSONResponse(await key_view(gateway, await _found(request)))
 
     @guarded
     async def update_key(request: Request) -> Response:
-        _require_admin(gateway, request)
-        key = await gateway.keys.update(request.path_params["key_id"], await _json(request))
-        return JSONResponse(await _key_view(gateway, key))
+        require_admin(gateway, request)
+        key = await gateway.keys.update(request.path_params["key_id"], await read_json(request))
+        return JSONResponse(await key_view(gateway, key))
 
     @guarded
     async def revoke_key(request: Request) -> Response:
-        _require_admin(gateway, request)
+        require_admin(gateway, request)
         key = await gateway.keys.revoke(request.path_params["key_id"])
         return JSONResponse(key.public())
 
     @guarded
     async def spend_logs(request: Request) -> Response:
-        _require_admin(gateway, request)
+        require_admin(gateway, request)
         q = request.query_params
         try:
             limit = int(q.get("limit", "100"))
@@ -192,8 +203,8 @@ def install_admin_routes(app: FastAPI, gateway: Gateway, prefix: str = "") -> No
             raise GatewayError(400, "invalid_request", "limit must be at least 1", param="limit")
         rows = await query_spend_logs(
             gateway.ledger.store,
-            since=_time(q.get("since"), 0.0, "since"),
-            until=_time(q.get("until"), math.inf, "until"),
+            since=parse_time(q.get("since"), 0.0, "since"),
+            until=parse_time(q.get("until"), math.inf, "until"),
             limit=limit,
             key=q.get("key"),
             user=q.get("user"),

@@ -14,7 +14,9 @@ Inside another app (``llmbudget serve``)::
 Endpoints (each also without the ``/v1`` prefix, as some clients call them):
 ``POST /v1/chat/completions``, ``/v1/responses``, ``/v1/completions``, ``/v1/embeddings``,
 ``/v1/messages`` and ``/v1/messages/count_tokens`` (Anthropic's, with its error shape),
-``GET /v1/models``, and the admin endpoints of :mod:`llmbudget.gateway.admin`.
+``GET /v1/models``, and the admin endpoints of :mod:`llmbudget.gateway.admin`,
+:mod:`llmbudget.gateway.entity_admin` and (LiteLLM's spellings)
+:mod:`llmbudget.gateway.litellm_admin`.
 
 >>> from llmbudget.stores.memory import MemoryStore
 >>> app = create_gateway_app({"model_list": []}, store=MemoryStore())
@@ -35,7 +37,9 @@ from fastapi import FastAPI
 from llmbudget.clock import Clock, system_clock
 from llmbudget.gateway.admin import guarded, install_admin_routes
 from llmbudget.gateway.config import GatewayConfig, load_gateway_config
+from llmbudget.gateway.entity_admin import install_entity_routes
 from llmbudget.gateway.errors import anthropic_errors
+from llmbudget.gateway.litellm_admin import install_litellm_routes
 from llmbudget.gateway.metrics import GatewayMetrics
 from llmbudget.gateway.proxy import Gateway
 from llmbudget.replay import Replayer
@@ -101,6 +105,8 @@ def install_gateway(
         app.add_route(f"{p}/v1{path}", endpoint, methods=[method], include_in_schema=False)
         app.add_route(f"{p}{path}", endpoint, methods=[method], include_in_schema=False)
     install_admin_routes(app, gateway, p)
+    install_entity_routes(app, gateway, p)
+    install_litellm_routes(app, gateway, p)
     return gateway
 
 

@@ -43,6 +43,7 @@ from typing import TypeVar
 
 from llmbudget.budgets import Budget, scope_key
 from llmbudget.gateway.config import BudgetSpec, Deployment, Entity, GatewayConfig
+from llmbudget.gateway.entities import EntityDirectory
 from llmbudget.gateway.keys import VirtualKey
 
 __all__ = ["Owners", "ScopePlanner", "describe_scope"]
@@ -50,6 +51,7 @@ __all__ = ["Owners", "ScopePlanner", "describe_scope"]
 K = TypeVar("K")
 
 _CACHE_MAX = 50_000
+_ENTITY_SCOPES = {"user": "gw-user", "team": "gw-team", "org": "gw-org", "end_user": "gw-end-user"}
 _KIND_LABELS = {
     "gw-key": "key",
     "gw-user": "user",
@@ -68,7 +70,7 @@ _KIND_LABELS = {
 
 @dataclass(frozen=True, slots=True)
 class Owners:
-    """Who a key's spend belongs to, resolved through the config's team/org links."""
+    """Who a key's spend belongs to, resolved through the entities' team/org links."""
 
     user: str
     team: str | None
@@ -79,28 +81,32 @@ class ScopePlanner:
     """Turns (key, end user, model, deployment) into the request's budgets; cached.
 
     Budget objects are immutable and cheap to share, so the answer for a combination is
-    computed once and reused until the key changes (its ``updated_at`` is in the cache key).
+    computed once and reused until the key changes (its ``updated_at`` is in the cache key)
+    or an entity does (the directory's ``generation`` is too). Users, teams, orgs and end
+    users come from ``entities`` (default: the config's only); the gateway prefetches a
+    request's into it before planning.
     """
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, entities: EntityDirectory | None = None) -> None:
         self.config = config
-        self._general: dict[tuple[str, float, str | None], tuple[Budget, ...]] = {}
-        self._model: dict[tuple[str, float, str, str], tuple[Budget, ...]] = {}
+        self.entities = entities if entities is not None else EntityDirectory(None, config)
+        self._general: dict[tuple[str, float, int, str | None], tuple[Budget, ...]] = {}
+        self._model: dict[tuple[str, float, int, str], tuple[Budget, ...]] = {}
 
     def owners(self, key: VirtualKey) -> Owners:
-        user = self.config.users.get(key.user)
+        user = self.entities.user(key.user)
         team_name = key.team or (user.team if user else None)
-        team = self.config.teams.get(team_name) if team_name else None
+        team = self.entities.team(team_name) if team_name else None
         org = key.org or (team.org if team else None) or (user.org if user else None)
         return Owners(key.user, team_name, org)
 
     def _entities(self, key: VirtualKey) -> tuple[Entity | None, Entity | None, Entity | None]:
         owners = self.owners(key)
-        cfg = self.config
+        found = self.entities
         return (
-            cfg.users.get(owners.user),
-            cfg.teams.get(owners.team) if owners.team else None,
-            cfg.orgs.get(owners.org) if owners.org else None,
+            found.user(owners.user),
+            found.team(owners.team) if owners.team else None,
+            found.org(owners.org) if owners.org else None,
         )
 
     # -- models ----------------------------------------------------------------------------
@@ -118,7 +124,7 @@ class ScopePlanner:
 
     def general_budgets(self, key: VirtualKey, end_user: str | None) -> tuple[Budget, ...]:
         """Key, user, end user, team, org, global: the scopes no model or deployment changes."""
-        cache_key = (key.id, key.updated_at, end_user)
+        cache_key = (key.id, key.updated_at, self.entities.generation, end_user)
         found = self._general.get(cache_key)
         if found is not None:
             return found
@@ -129,7 +135,9 @@ class ScopePlanner:
         if user is not None and user.budget is not None:
             budgets.append(user.budget.budget(scope_key("gw-user", owners.user)))
         if end_user is not None:
-            spec = cfg.end_users.get(end_user, cfg.end_user_budget)
+            # An end user without a budget of its own has the default one.
+            known = self.entities.end_user(end_user)
+            spec = known.budget if known is not None and known.budget else cfg.end_user_budget
             if spec is not None:
                 budgets.append(spec.budget(scope_key("gw-end-user", end_user)))
         if team is not None and team.budget is not None:
@@ -144,7 +152,7 @@ class ScopePlanner:
 
     def model_budgets(self, key: VirtualKey, model: str) -> tuple[Budget, ...]:
         """Per-model caps on the key, user, team, org and globally, for public model ``model``."""
-        cache_key = (key.id, key.updated_at, model, "")
+        cache_key = (key.id, key.updated_at, self.entities.generation, model)
         found = self._model.get(cache_key)
         if found is not None:
             return found
@@ -177,16 +185,25 @@ class ScopePlanner:
             out.append(deployment.budget.budget(deployment.scope))
         return out
 
+    def entity_budgets(self, kind: str, entity: Entity) -> list[Budget]:
+        """The budgets of one ``user``, ``team``, ``org`` or ``end_user`` (kind), as requests
+        are held against them: its own, then its per-model ones."""
+        scope_kind = _ENTITY_SCOPES[kind]
+        spec = entity.budget
+        if kind == "end_user" and spec is None:
+            spec = self.config.end_user_budget
+        out = [] if spec is None else [spec.budget(scope_key(scope_kind, entity.name))]
+        for model, model_spec in entity.model_budgets.items():
+            out.append(model_spec.budget(scope_key(f"{scope_kind}-model", entity.name, model)))
+        return out
+
     def definitions(self) -> list[Budget]:
         """Every budget the config defines (for listing in the budget server)."""
         cfg = self.config
         out: list[Budget] = []
-        for kind, table in (("gw-user", cfg.users), ("gw-team", cfg.teams), ("gw-org", cfg.orgs)):
-            for name, entity in table.items():
-                if entity.budget is not None:
-                    out.append(entity.budget.budget(scope_key(kind, name)))
-                for model, spec in entity.model_budgets.items():
-                    out.append(spec.budget(scope_key(f"{kind}-model", name, model)))
+        for kind, table in (("user", cfg.users), ("team", cfg.teams), ("org", cfg.orgs)):
+            for entity in table.values():
+                out += self.entity_budgets(kind, entity)
         for name, spec in cfg.end_users.items():
             out.append(spec.budget(scope_key("gw-end-user", name)))
         if cfg.global_budget is not None:

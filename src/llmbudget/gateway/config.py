@@ -79,6 +79,7 @@ from llmbudget.gateway.config_schema import (
 )
 from llmbudget.gateway.rate_limits import RATE_LIMIT_FIELDS, RateLimits
 from llmbudget.metering.policy import DEFAULT_OUTPUT_CAP as SAFE_OUTPUT_CAP
+from llmbudget.money import format_money
 from llmbudget.periods import Period
 from llmbudget.pricing import ModelPrice, PriceBook
 
@@ -168,11 +169,11 @@ class BudgetSpec:
         return Budget(scope, self.limit, self.period, created_at)
 
     def describe(self) -> str:
-        return f"${self.limit} {self.period.describe() or 'lifetime'}"
+        return f"${format_money(self.limit)} {self.period.describe() or 'lifetime'}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "budget": str(self.limit),
+            "budget": format_money(self.limit),  # never "1E-9"
             "period": self.period.describe(),
             "timezone": self.period.timezone,
             "rolling": self.period.rolling,

@@ -34,7 +34,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmbudget import operations as ops
 from llmbudget.clock import Clock, system_clock
@@ -43,6 +43,9 @@ from llmbudget.gateway.config import BudgetSpec, parse_model_budgets, parse_mode
 from llmbudget.gateway.errors import GatewayError
 from llmbudget.gateway.rate_limits import RATE_LIMIT_FIELDS, RateLimits
 from llmbudget.stores.base import AsyncStore, Store
+
+if TYPE_CHECKING:
+    from llmbudget.gateway.entities import EntityDirectory
 
 __all__ = ["KEY_DOC_KIND", "SECRET_PREFIX", "KeyManager", "VirtualKey", "hash_secret", "key_id"]
 
@@ -171,6 +174,8 @@ class KeyManager:
     ``static`` are keys from the config file (``keys:``): usable, listed, but read-only.
     ``master_key``, when presented on a proxy endpoint, acts as an unrestricted key with
     id ``master`` (its spend still counts against global, model and deployment budgets).
+    ``parents``, when set, is where a key's ``team`` and ``org`` must exist: a key naming a
+    team nobody created is refused (400), since its spend would count against no team.
     """
 
     def __init__(
@@ -181,8 +186,10 @@ class KeyManager:
         ttl: float = 10.0,
         static: tuple[Mapping[str, Any], ...] = (),
         master_key: str | None = None,
+        parents: EntityDirectory | None = None,
     ) -> None:
         self.store = store
+        self.parents = parents
         self.clock = clock
         self.ttl = ttl
         self._cache: dict[str, tuple[float, VirtualKey | None]] = {}
@@ -223,14 +230,16 @@ class KeyManager:
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
             return hit[1]
-        key = self._static.get(digest)
         master_hash = self._master_hash
-        if key is None and master_hash is not None and hmac.compare_digest(digest, master_hash):
+        key: VirtualKey | None
+        if (
+            digest not in self._static
+            and master_hash is not None
+            and hmac.compare_digest(digest, master_hash)
+        ):
             key = self._master
-        if key is None:
-            doc = await ops.GetDoc(self.store, KEY_DOC_KIND, key_id(digest)).arun()
-            if doc is not None and hmac.compare_digest(str(doc.get("secret_hash", "")), digest):
-                key = VirtualKey.from_doc(doc)
+        else:
+            key = await self._stored(digest)
         if self.ttl > 0:
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()  # bounded: a flood of random keys cannot grow memory
@@ -258,6 +267,7 @@ class KeyManager:
                 fields,
                 now,
             )
+            await self._check_parents(key, fields)
             if await ops.CreateDoc(self.store, KEY_DOC_KIND, key.id, key.to_doc()).arun():
                 # A cached miss for this digest is impossible (fresh secret), but be exact.
                 self._cache.pop(digest, None)
@@ -270,6 +280,19 @@ class KeyManager:
             return static
         doc = await ops.GetDoc(self.store, KEY_DOC_KIND, id_).arun()
         return None if doc is None else VirtualKey.from_doc(doc)
+
+    async def by_secret(self, secret: str) -> VirtualKey | None:
+        """The key (config or API, revoked or not) whose secret this is; never the master."""
+        return await self._stored(hash_secret(secret))
+
+    async def _stored(self, digest: str) -> VirtualKey | None:
+        static = self._static.get(digest)
+        if static is not None:
+            return static
+        doc = await ops.GetDoc(self.store, KEY_DOC_KIND, key_id(digest)).arun()
+        if doc is not None and hmac.compare_digest(str(doc.get("secret_hash", "")), digest):
+            return VirtualKey.from_doc(doc)
+        return None
 
     async def list(
         self, *, user: str | None = None, team: str | None = None, include_revoked: bool = True
@@ -290,6 +313,7 @@ class KeyManager:
         key = await self._editable(id_)
         now = self.clock()
         updated = _apply(replace(key, updated_at=now), fields, now)
+        await self._check_parents(updated, fields)
         await ops.PutDoc(self.store, KEY_DOC_KIND, updated.id, updated.to_doc()).arun()
         self.invalidate(updated)
         return updated
@@ -304,6 +328,14 @@ class KeyManager:
         await ops.PutDoc(self.store, KEY_DOC_KIND, revoked.id, revoked.to_doc()).arun()
         self.invalidate(revoked)
         return revoked
+
+    async def _check_parents(self, key: VirtualKey, fields: Mapping[str, Any]) -> None:
+        if self.parents is None:
+            return
+        for kind in ("team", "org"):
+            name = getattr(key, kind)
+            if kind in fields and name is not None:
+                await self.parents.require(kind, name, f"key.{kind}")
 
     async def _editable(self, id_: str) -> VirtualKey:
         if id_ in self._static_ids:

@@ -51,6 +51,7 @@ from llmbudget.errors import (
 )
 from llmbudget.gateway.budgets import ScopePlanner, describe_scope
 from llmbudget.gateway.config import Deployment, GatewayConfig
+from llmbudget.gateway.entities import EntityDirectory
 from llmbudget.gateway.errors import GatewayError, budget_error
 from llmbudget.gateway.keys import KeyManager, VirtualKey
 from llmbudget.gateway.metrics import GatewayMetrics
@@ -237,14 +238,17 @@ class Gateway:
         self.ledger = AsyncLedger(working, clock=clock, hold_ttl=config.hold_ttl)
         self.owns_store = owns_store
         self.master_key = master_key if master_key is not None else config.master_key
+        self.entities = EntityDirectory(working, config, clock=clock, ttl=config.key_cache_ttl)
         self.keys = KeyManager(
             working,
             clock=clock,
             ttl=config.key_cache_ttl,
             static=config.keys,
             master_key=self.master_key,
+            parents=self.entities,
         )
-        self.planner = ScopePlanner(config)
+        self.entities.keys = self.keys
+        self.planner = ScopePlanner(config, self.entities)
         self.router = Router(config, clock=clock)
         self.upstream = _upstream_client(config, transport)
         self._headers = {d.id: d.upstream_headers() for d in config.deployments}
@@ -273,6 +277,7 @@ class Gateway:
 
     async def models(self, request: Request) -> Response:
         key = await self.keys.authenticate(bearer_secret(request))
+        await self.entities.prefetch(key)
         data = [
             {"id": m, "object": "model", "created": 0, "owned_by": "llmbudget"}
             for m in self.planner.allowed_models(key)
@@ -333,12 +338,15 @@ class Gateway:
             raise GatewayError(
                 404, "model_not_found", f"the model {model!r} does not exist", param="model"
             )
+        await self.entities.prefetch(key)
         if not self.planner.allows(key, model):
             raise GatewayError(
                 403, "model_not_allowed", f"this key may not use the model {model!r}", param="model"
             )
         tokenizer = self.router.first_upstream_model(model)
         billable = self._describe(api, payload, tokenizer)
+        if billable.end_user is not None:
+            await self.entities.prefetch_end_user(billable.end_user)
         call = Call(api, endpoint, key, model, payload, billable, started)
         call.by_tokenizer[tokenizer] = billable
         headers = request_headers(request)

@@ -15,7 +15,8 @@ counting the streamed text (the upstream sent none, or the client left early).
 
 :func:`scan_spend_logs` walks the entries of a time range that match some fields (newest
 first, in pages; the dashboard's reports and CSV export use it), :func:`query_spend_logs`
-returns the first rows of such a walk (``GET /v1/spend/logs``), :func:`spend_row` shapes one entry for display (money re-written as plain
+returns the first rows of such a walk (``GET /v1/spend/logs``), :func:`total_spend` sums
+the cost of a time range, :func:`spend_row` shapes one entry for display (money re-written as plain
 decimals, whatever an older writer stored) and :func:`render_spend_table` turns rows into an
 HTML table.
 
@@ -45,6 +46,7 @@ __all__ = [
     "render_spend_table",
     "scan_spend_logs",
     "spend_row",
+    "total_spend",
 ]
 
 SPEND_LOG_KIND = "gateway"
@@ -90,15 +92,17 @@ async def scan_spend_logs(
     until: float = math.inf,
     match: Mapping[str, Any] | None = None,
     page: int = 200,
+    max_scan: float = _MAX_SCAN,
 ) -> AsyncGenerator[tuple[float, dict[str, Any]], None]:
     """Every entry with ``since <= at < until`` whose fields equal ``match``'s, newest
-    first, as ``(at, data)``; read in pages of ``page``, at most 20,000 entries scanned.
+    first, as ``(at, data)``; read in pages of ``page``, at most ``max_scan`` entries
+    scanned (20,000 unless told).
     """
     wanted = {k: v for k, v in (match or {}).items() if v is not None and v != ""}
     seen: set[str] = set()
     scanned = 0
     upper = until
-    while scanned < _MAX_SCAN:
+    while scanned < max_scan:
         entries = await ops.ReadLog(store, SPEND_LOG_KIND, since, upper, page).arun()
         if not entries:
             return
@@ -153,6 +157,18 @@ async def query_spend_logs(
             break
     await scan.aclose()
     return rows
+
+
+async def total_spend(
+    store: Store | AsyncStore, *, since: float = 0.0, until: float = math.inf
+) -> Decimal:
+    """The exact sum of ``cost`` over the log's entries with ``since <= at < until``
+    (every entry is read: an admin report, not a request-path call)."""
+    total = Decimal(0)
+    scan = scan_spend_logs(store, since=since, until=until, page=_MAX_LIMIT, max_scan=math.inf)
+    async for _, data in scan:
+        total += entry_money(data.get("cost")) or 0
+    return total
 
 
 def render_spend_table(rows: Sequence[Mapping[str, Any]]) -> str:
