@@ -410,3 +410,17 @@ def test_a_key_made_in_the_ui_works_with_the_sdk_and_its_spend_shows(
                     break
             assert "1 request(s)" in page, page
             assert f">{format_dollars(cost(HI_TOKENS, 20))}<" in page
+
+
+def test_an_entity_created_by_the_admin_api_has_its_page(dash: Dash) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+    created = dash.client.post(
+        "/v1/teams",
+        json={"id": "research", "budget": 7, "period": "monthly", "rpm_limit": 30},
+        headers=auth,
+    )
+    assert created.status_code == 201, created.text
+    dash.log(NOON, team="research", cost="0.5")
+    page = dash.client.get("/ui/teams/research?range=today").text
+    assert "$7 monthly" in page
+    assert re.search(r'<strong class="total">\$0\.50</strong>', page)

@@ -587,3 +587,36 @@ def test_the_alert_modules_examples_hold() -> None:
     ):
         result = doctest.testmod(importlib.import_module(name))
         assert result.failed == 0 and result.attempted > 0, name
+
+
+def test_a_team_created_by_the_admin_api_is_swept(
+    tmp_path: Path, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LLMBUDGET_ADMIN_KEY", raising=False)
+    upstream = FakeUpstream()
+    with ServerThread(upstream.app()) as up, http_receiver() as slack:
+        config = ServerConfig.from_mapping(
+            {
+                "admin_key": KEY,
+                "store": f"sqlite:///{tmp_path / 'gw.db'}",
+                "model_list": [deployment(up.url)],
+                "alerts": {"slack_webhook_url": slack.url, "sweep_interval": 3600},
+            }
+        )
+        app = create_app(config, clock=clock)
+        with live_server(app) as url, httpx.Client(base_url=url, headers=AUTH) as http:
+            team = http.post(
+                "/v1/teams", json={"id": "research", "budget": "0.00008", "period": "daily"}
+            )
+            assert team.status_code == 201, team.text
+            created = http.post("/v1/keys", json={"user": "ann", "team": "research"})
+            assert created.status_code == 201, created.text
+            sdk = openai.OpenAI(api_key=created.json()["key"], base_url=f"{url}/v1", max_retries=0)
+            sdk.chat.completions.create(model="m", messages=HI, max_tokens=20)  # type: ignore[arg-type]
+            assert _eventually(lambda: len(http.get("/v1/spend/logs").json()["data"]) == 1)
+            manager: AlertManager = app.state.llmbudget.alerts
+            assert asyncio.run(manager.asweep()) == 1  # 60 % of the team's budget: 50 % fires
+            posts = slack.wait_posts(1)
+            assert json.loads(posts[0].body)["text"] == (
+                "Budget alert: team research: 50% of its budget used ($0.000048 of $0.00008)"
+            )

@@ -23,9 +23,15 @@ __all__ = ["gateway_budgets"]
 
 
 async def gateway_budgets(gateway: Gateway) -> list[Budget]:
-    """Every capped budget the gateway reserves against: its config's and its keys'."""
+    """Every capped budget the gateway reserves against: its config's, its stored
+    entities' and its keys'."""
     planner = gateway.planner
     budgets = list(planner.definitions())
+    # Entities created by the admin API live in the store, not the config.
+    for kind in ("user", "team", "org", "end_user"):
+        for record in await gateway.entities.records(kind):
+            if record.source != "config":
+                budgets.extend(planner.entity_budgets(kind, record.entity))
     now = gateway.clock()
     for key in await gateway.keys.list(include_revoked=False):
         if key.problem(now) is not None:

@@ -43,7 +43,8 @@ from .dashboard_page import (
     server_zone,
     table,
 )
-from .directory import EntityKind, entities
+from .directory import EntityKind
+from .directory import entity as lookup_entity
 from .schemas import BudgetPatch, check_name
 from .spend_report import FILTER_FIELDS, RANGES, SpendQuery, summarize
 from .state import get_state
@@ -210,7 +211,7 @@ async def entity_page(request: Request, kind: EntityKind, name: str) -> Response
     if gateway is None:
         body = '<h1>Not found</h1><p class="empty">This server runs no gateway.</p>'
         return page(request, "Not found", body, status=404)
-    entity = entities(gateway.config, kind).get(name)
+    entity = await lookup_entity(gateway, kind, name)
     parts = [f'<h1><span class="kind">{kind}</span> {esc(name)}</h1>', _entity_facts(entity, kind)]
     if entity is not None and entity.budget is not None:
         budget = entity.budget.budget(scope_key(f"gw-{kind}", name))
