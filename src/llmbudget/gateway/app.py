@@ -33,9 +33,12 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
 
 from llmbudget.clock import Clock, system_clock
-from llmbudget.gateway.admin import guarded, install_admin_routes
+from llmbudget.gateway.admin import guarded, install_admin_routes, require_admin
 from llmbudget.gateway.config import GatewayConfig, load_gateway_config
 from llmbudget.gateway.entity_admin import install_entity_routes
 from llmbudget.gateway.errors import anthropic_errors
@@ -141,4 +144,11 @@ def create_gateway_app(
     gateway = install_gateway(app, config, store=store, clock=clock, transport=transport)
     holder["gateway"] = gateway
     app.state.gateway = gateway
+
+    async def metrics(request: Request) -> Response:
+        # Inside ``llmbudget serve`` the server's /metrics carries these (and its own).
+        require_admin(gateway, request)
+        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_route("/metrics", guarded(metrics), methods=["GET"], include_in_schema=False)
     return app
