@@ -120,6 +120,7 @@ async def _key_view(gateway: Gateway, key: VirtualKey) -> dict[str, Any]:
     spend: dict[str, Any] = {}
     budgets = [
         *gateway.planner.general_budgets(key, None)[:1],  # the key's own scope comes first
+        *key.limits.budgets("gw-key", key.id),  # then its rate limits, in their units
         *(
             spec.budget(scope_key("gw-key-model", key.id, m), key.created_at)
             for m, spec in key.model_budgets.items()
