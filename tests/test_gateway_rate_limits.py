@@ -56,9 +56,7 @@ def upstream() -> Iterator[tuple[FakeUpstream, str]]:
         yield fake, server.url
 
 
-def gateway(
-    url: str, store: Store | None, clock: FrozenClock | None, **config: Any
-) -> Gw:
+def gateway(url: str, store: Store | None, clock: FrozenClock | None, **config: Any) -> Gw:
     config.setdefault("model_list", [deployment(url)])
     return Gw(config, store=store, clock=clock)
 
@@ -316,7 +314,8 @@ def test_a_deployment_tpm_refusal_routes_to_another_deployment(
         # "small" can never hold a worst case of 108 tokens: every call went to "big".
         assert {a.headers["x-llmbudget-deployment"] for a in answers} == {"big"}
         assert used(gw, "gw-deployment-tpm:small", "tokens") == (0, 0)
-        # With "big" alone over its own limit too, the refusal names a deployment.
+        assert fake.count == 6
+    # With "small" alone, the refusal names it.
     one = [deployment(url, id_="small", tpm=50)]
     with gateway(url, None, clock, model_list=one) as gw:
         _, secret = gw.key()
@@ -327,6 +326,7 @@ def test_a_deployment_tpm_refusal_routes_to_another_deployment(
         assert "deployment small" in error["message"]
         # The request alone is more than the limit: waiting would not help.
         assert refused.headers["x-should-retry"] == "false"
+        assert fake.count == 6
 
 
 def test_a_model_rate_limit_refusal_falls_back_to_another_model(
@@ -357,7 +357,7 @@ def test_anthropic_routes_refuse_in_anthropic_shape_with_the_headers(
 ) -> None:
     fake, url = upstream
     with gateway(url, None, clock) as gw:
-        key_id, secret = gw.key(rpm_limit=1)
+        _, secret = gw.key(rpm_limit=1)
         sdk = anthropic.Anthropic(base_url=gw.url, api_key=secret, max_retries=0)
         sdk.messages.create(model="m", max_tokens=20, messages=HI)
         with pytest.raises(anthropic.RateLimitError) as refused:
