@@ -29,6 +29,7 @@ from tests.fakes import FakeLLMServer
 from tests.gateway_fakes import HI, HI_TOKENS, FakeUpstream, Gw, ServerThread, deployment
 
 MINUTE = "1m"
+MESSAGES: Any = HI  # the SDKs type their message params
 
 
 def used(gw: Gw, scope: str, unit: Unit, period: str | None = MINUTE) -> tuple[int, int]:
@@ -69,7 +70,7 @@ async def chat_many(gw: Gw, secret: str, n: int, **body: Any) -> list[Any]:
     """``n`` chat calls at once with the openai SDK: completions or the errors raised."""
     async with client(gw, secret) as sdk:
         calls = (
-            sdk.chat.completions.create(model=body.pop("model", "m"), messages=HI, **body)
+            sdk.chat.completions.create(model=body.pop("model", "m"), messages=MESSAGES, **body)
             for _ in range(n)
         )
         return await asyncio.gather(*calls, return_exceptions=True)
@@ -180,11 +181,11 @@ def test_tokens_per_day_settle_the_real_usage_of_every_api() -> None:
                 expected += tokens
                 assert settled(gw, scope, "tokens", "1d") == (expected, 0)
 
-            chat = sdk.chat.completions.create(model="gpt", messages=HI)
+            chat = sdk.chat.completions.create(model="gpt", messages=MESSAGES)
             assert chat.usage is not None
             check(chat.usage.total_tokens)
             stream = sdk.chat.completions.create(
-                model="gpt", messages=HI, stream=True, stream_options={"include_usage": True}
+                model="gpt", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
             )
             usage = [c.usage for c in stream if c.usage is not None][-1]
             check(usage.prompt_tokens + usage.completion_tokens)
@@ -201,9 +202,9 @@ def test_tokens_per_day_settle_the_real_usage_of_every_api() -> None:
             vectors = sdk.embeddings.create(model="emb", input="hello world")
             check(vectors.usage.prompt_tokens)
             for model in ("claude", "gpt"):  # native Anthropic, and translated to chat
-                message = claude.messages.create(model=model, max_tokens=50, messages=HI)
+                message = claude.messages.create(model=model, max_tokens=50, messages=MESSAGES)
                 check(message.usage.input_tokens + message.usage.output_tokens)
-                with claude.messages.stream(model=model, max_tokens=50, messages=HI) as s:
+                with claude.messages.stream(model=model, max_tokens=50, messages=MESSAGES) as s:
                     streamed = s.get_final_message()
                 check(streamed.usage.input_tokens + streamed.usage.output_tokens)
 
@@ -359,9 +360,9 @@ def test_anthropic_routes_refuse_in_anthropic_shape_with_the_headers(
     with gateway(url, None, clock) as gw:
         _, secret = gw.key(rpm_limit=1)
         sdk = anthropic.Anthropic(base_url=gw.url, api_key=secret, max_retries=0)
-        sdk.messages.create(model="m", max_tokens=20, messages=HI)
+        sdk.messages.create(model="m", max_tokens=20, messages=MESSAGES)
         with pytest.raises(anthropic.RateLimitError) as refused:
-            sdk.messages.create(model="m", max_tokens=20, messages=HI)
+            sdk.messages.create(model="m", max_tokens=20, messages=MESSAGES)
         body = refused.value.body
         assert isinstance(body, dict)
         assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
