@@ -22,6 +22,7 @@ import pytest
 from llmbudget.budgets import Budget
 from llmbudget.clock import FrozenClock
 from llmbudget.errors import InvalidInputError
+from llmbudget.gateway.budgets import ScopePlanner
 from llmbudget.gateway.config import GatewayConfig
 from llmbudget.stores.base import Store
 from llmbudget.units import Unit
@@ -422,3 +423,8 @@ def test_config_rate_limits_are_read() -> None:
     assert cfg.end_users_limits["bob"].max_parallel_requests == 2
     assert "bob" not in cfg.end_users  # no dollars of its own: budgets.end_user's apply
     assert cfg.model_limits["m"].tpd_limit == 7 and "m" not in cfg.model_budgets
+    # The budget server lists every budget the config defines, rate limits in their units.
+    defined = {b.scope: (b.unit, b.limit) for b in ScopePlanner(cfg).definitions()}
+    assert defined["gw-deployment-tpm:m-0"] == ("tokens", 9000)
+    assert defined["gw-end-user-parallel:bob"] == ("concurrent", 2)
+    assert defined["gw-model-tpd:m"] == ("tokens", 7)
