@@ -20,6 +20,14 @@ counting how many got through (more than 10 is overspend).
     python bench/bench_gateway.py --seconds 5 --litellm-python /tmp/litellm-venv/bin/python
 
 Prints a table and writes ``bench/results/gateway.json``.
+
+``--rate-limits REPEATS`` measures instead what rate limits cost: one gateway, two keys
+with the same budget, one of them also with ``rpm_limit``, ``tpm_limit``, ``tpd_limit`` and
+``max_parallel_requests`` (large enough never to refuse: four more lines in each atomic
+reserve and settle; ``--limit-fields`` picks fewer), loaded in turn ``REPEATS`` times at
+each concurrency (which goes first alternating); writes ``bench/results/gateway_rate_limits.json``.
+
+    python bench/bench_gateway.py --rate-limits 3 --seconds 5 --concurrency 16,64
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +53,14 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "gateway.json"
+RATE_LIMIT_RESULTS = HERE / "results" / "gateway_rate_limits.json"
+# Never reached in a benchmark run: enforced (reserved and settled), never refusing.
+BENCH_LIMITS = {
+    "rpm_limit": 10_000_000,
+    "tpm_limit": 1_000_000_000,
+    "tpd_limit": 100_000_000_000,
+    "max_parallel_requests": 100_000,
+}
 MASTER = "sk-bench-master-0123456789"
 PRICE = 0.00005  # dollars per token, input and output
 PROMPT = [{"role": "user", "content": "hi"}]  # 8 tokens in OpenAI's chat accounting
@@ -248,6 +265,12 @@ def rss_mb(pid: int) -> dict[str, float]:
     return {"rss_mb": fields.get("VmRSS", 0.0), "peak_rss_mb": fields.get("VmHWM", 0.0)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _ms(text: str) -> float:
     match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
     if not match:
@@ -382,7 +405,8 @@ def admin(port: int, method: str, path: str, body: dict[str, Any] | None = None)
         headers={"authorization": f"Bearer {MASTER}"},
         timeout=30,
     )
-    r.raise_for_status()
+    if r.status_code >= 400:
+        raise RuntimeError(f"{method} {path}: {r.status_code} {r.text}")
     return r.json()
 
 
@@ -447,7 +471,19 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--litellm-python", default=os.environ.get("LITELLM_PYTHON"))
     parser.add_argument("--tool", choices=["auto", "wrk", "httpx"], default="auto")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--limit-fields",
+        default=",".join(BENCH_LIMITS),
+        help="with --rate-limits: the limits the limited key has (default: all four)",
+    )
+    parser.add_argument(
+        "--rate-limits",
+        type=int,
+        metavar="REPEATS",
+        default=0,
+        help="compare throughput with and without rate limits, interleaved, REPEATS times",
+    )
     parser.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument(
         "--serve-gateway", nargs=2, metavar=("CONFIG", "PORT"), help=argparse.SUPPRESS
@@ -470,6 +506,22 @@ def main() -> None:
         "load_tool": tool,
         "seconds": args.seconds,
     }
+    if args.rate_limits:
+        out = args.out or RATE_LIMIT_RESULTS
+        fields = [f for f in args.limit_fields.split(",") if f]
+        unknown = set(fields) - set(BENCH_LIMITS)
+        if unknown:
+            parser.error(f"--limit-fields: unknown {', '.join(sorted(unknown))}")
+        limits = {f: BENCH_LIMITS[f] for f in fields}
+        results["limits"] = limits
+        results.update(
+            compare_rate_limits(me, levels, args.seconds, tool, args.rate_limits, limits)
+        )
+        report_rate_limits(results)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwrote {out}")
+        return
     with tempfile.TemporaryDirectory(prefix="llmb-bench-gw-") as tmpdir:
         tmp = Path(tmpdir)
         up_port, gw_port = free_port(), free_port()
@@ -566,9 +618,100 @@ def main() -> None:
                 results["litellm"] = "skipped: pass --litellm-python or set LITELLM_PYTHON"
 
     report(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    out = args.out or RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {out}")
+
+
+def compare_rate_limits(
+    me: list[str],
+    levels: list[int],
+    seconds: float,
+    tool: str,
+    repeats: int,
+    limits: dict[str, int],
+) -> dict[str, Any]:
+    """Throughput of one gateway for a key without and a key with rate limits, the two
+    loaded in turn so that the machine's other load falls on both alike."""
+    runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
+    with tempfile.TemporaryDirectory(prefix="llmb-bench-rl-") as tmpdir:
+        tmp = Path(tmpdir)
+        up_port, gw_port = free_port(), free_port()
+        config_path = tmp / "gateway.yaml"
+        config_path.write_text(json.dumps(gateway_config(up_port, f"sqlite:///{tmp / 'gw.db'}")))
+        with (
+            process([*me, "--serve-upstream", str(up_port)]),
+            process(
+                [*me, "--serve-gateway", str(config_path), str(gw_port)], log=tmp / "gw.log"
+            ) as gw,
+        ):
+            wait_port(up_port, 10)
+            wait_port(gw_port, 30, gw)
+            budget = {"budget": 1_000_000, "period": "daily"}
+            keys = {
+                "without": admin(gw_port, "POST", "/v1/keys", {"user": "plain", **budget}),
+                "with": admin(gw_port, "POST", "/v1/keys", {"user": "limited", **budget, **limits}),
+            }
+            url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+            load(url, keys["without"]["key"], levels[0], 1.0, tool)  # warm up
+            for repeat in range(repeats):
+                # Each goes first in every other repeat: a drift in the machine's load
+                # (or the store's growth) then falls on both alike.
+                order = ("without", "with") if repeat % 2 == 0 else ("with", "without")
+                for c in levels:
+                    for variant in order:
+                        before = cpu_seconds(gw.pid)
+                        run = load(url, keys[variant]["key"], c, seconds, tool)
+                        # The gateway's own CPU per request: much less moved by the
+                        # machine's other load than its requests/s.
+                        used = (cpu_seconds(gw.pid) - before) / max(1, run["requests"])
+                        runs[variant].append(
+                            {**run, "repeat": repeat, "gateway_cpu_us": round(used * 1e6, 1)}
+                        )
+            limited = admin(gw_port, "GET", f"/v1/keys/{keys['with']['id']}")["spend"]
+    ratios = {}
+    for c in levels:
+        total = {
+            v: sum(r["rps"] for r in runs[v] if r["concurrency"] == c) for v in ("without", "with")
+        }
+        ratios[c] = round(total["with"] / max(1e-9, total["without"]), 3)
+    cpu = {
+        v: round(statistics.median(r["gateway_cpu_us"] for r in runs[v]), 1)
+        for v in ("without", "with")
+    }
+    return {
+        "rate_limits": runs,
+        "rate_limit_ratio": ratios,
+        "gateway_cpu_us_per_request": cpu,
+        "rate_limit_spend": limited,
+    }
+
+
+def report_rate_limits(r: dict[str, Any]) -> None:
+    print(
+        f"\n{r['machine']}, Python {r['python']}, load: {r['load_tool']}, {r['seconds']} s per run\n"
+    )
+    print(f"limited key: {r['limits']}\n")
+    print(
+        f"{'key':<10}{'repeat':>7}{'c':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'cpu us/req':>12}{'non-2xx':>9}"
+    )
+    runs = r["rate_limits"]
+    for without, with_ in zip(runs["without"], runs["with"], strict=True):
+        for name, row in (("without", without), ("with", with_)):
+            print(
+                f"{name:<10}{row['repeat']:>7}{row['concurrency']:>5}{row['rps']:>10.1f}"
+                f"{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{row['gateway_cpu_us']:>12.1f}"
+                f"{row['non_2xx']:>9}"
+            )
+    for c, ratio in r["rate_limit_ratio"].items():
+        print(f"c={c}: throughput with rate limits / without = {ratio:.3f}")
+    cpu = r["gateway_cpu_us_per_request"]
+    print(
+        f"gateway CPU per request (median): {cpu['without']} us without, {cpu['with']} us with"
+        f" ({cpu['without'] / max(1e-9, cpu['with']):.3f} as a throughput ratio)"
+    )
 
 
 def report(r: dict[str, Any]) -> None:

@@ -4,12 +4,16 @@ The fake answers ``/v1/chat/completions`` (plain and SSE) and ``/v1/embeddings``
 reply of ``reply_tokens`` one-token words (" a"), cut at ``max_tokens``; its usage counts
 the prompt with llmbudget's own tokenizer, so a test knows the exact cost. It counts every
 call, and can be told to fail, to be slow (``delay`` > a deployment's ``timeout`` gives a
-timeout after the request was sent), to break its body off, or to omit usage.
+timeout after the request was sent), to break its body off, or to omit usage. It also
+counts the chat calls in flight (``in_flight``, and the most at once: ``max_in_flight``),
+a streamed one until its last event is sent; a stream waits after its first event while
+``gate`` (a ``threading.Event``) is set up and not yet set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -42,6 +46,9 @@ class FakeUpstream:
     calls: list[dict[str, Any]] = field(default_factory=list)
     stream_chunks_sent: int = 0
     closed_early: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    gate: threading.Event | None = None
 
     @property
     def count(self) -> int:
@@ -69,9 +76,24 @@ class FakeUpstream:
             headers=headers,
         )
 
+    def _enter(self) -> None:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
         self.calls.append(body)
+        self._enter()
+        streaming = False
+        try:
+            response = await self._answer(body)
+            streaming = isinstance(response, StreamingResponse) and bool(body.get("stream"))
+            return response
+        finally:
+            if not streaming:
+                self.in_flight -= 1
+
+    async def _answer(self, body: dict[str, Any]) -> Response:
         if self.delay:
             await asyncio.sleep(self.delay)
         failure = self._failure()
@@ -123,6 +145,8 @@ class FakeUpstream:
             yield event(
                 {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
             )
+            if self.gate is not None:
+                await asyncio.to_thread(self.gate.wait, 30)
             for _ in range(n_out):
                 if self.chunk_delay:
                     await asyncio.sleep(self.chunk_delay)
@@ -135,6 +159,8 @@ class FakeUpstream:
         except (asyncio.CancelledError, GeneratorExit):
             self.closed_early += 1
             raise
+        finally:
+            self.in_flight -= 1
 
     async def _embeddings(self, request: Request) -> Response:
         body = await request.json()

@@ -140,8 +140,8 @@ def test_any_single_key_misspelt_fails_naming_the_path(path: tuple[Any, ...]) ->
         ),
         ({"general_settings": {"cap_max_tokens": "yes"}}, "general_settings.cap_max_tokens"),
         (
-            {"model_list": [{"model_name": "m", "model": "gpt-4o", "tpm": 1000}]},
-            "tpm (tokens per minute) is not enforced",
+            {"model_list": [{"model_name": "m", "model": "gpt-4o", "tpm": 0}]},
+            "model_list[0].tpm",
         ),
         (
             {

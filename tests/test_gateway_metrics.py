@@ -177,22 +177,23 @@ def test_the_standalone_gateway_serves_its_metrics_to_the_master_key() -> None:
     from tests.gateway_fakes import MASTER
 
     upstream = FakeUpstream(reply_tokens=20)
-    with ServerThread(upstream.app()) as up:
-        with Gw({"model_list": [deployment(up.url, id_="dep-a")]}) as gw:
-            _, key = gw.key(user="alice")
-            sdk = openai.OpenAI(api_key=key, base_url=f"{gw.url}/v1", max_retries=0)
-            sdk.chat.completions.create(model="m", messages=HI, max_tokens=20)  # type: ignore[arg-type]
-            assert gw.http.get("/metrics").status_code == 401
-            assert (
-                gw.http.get("/metrics", headers={"Authorization": f"Bearer {key}"}).status_code
-                == 401
-            )
+    with (
+        ServerThread(upstream.app()) as up,
+        Gw({"model_list": [deployment(up.url, id_="dep-a")]}) as gw,
+    ):
+        _, key = gw.key(user="alice")
+        sdk = openai.OpenAI(api_key=key, base_url=f"{gw.url}/v1", max_retries=0)
+        sdk.chat.completions.create(model="m", messages=HI, max_tokens=20)  # type: ignore[arg-type]
+        assert gw.http.get("/metrics").status_code == 401
+        assert (
+            gw.http.get("/metrics", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+        )
 
-            def scrape() -> str:
-                answer = gw.http.get("/metrics", headers={"Authorization": f"Bearer {MASTER}"})
-                assert answer.status_code == 200, answer.text
-                return answer.text
+        def scrape() -> str:
+            answer = gw.http.get("/metrics", headers={"Authorization": f"Bearer {MASTER}"})
+            assert answer.status_code == 200, answer.text
+            return answer.text
 
-            text = _settled(scrape)
-            spend = _values(text, "llmbudget_gateway_spend_dollars_total")
-            assert _money(spend[(("model", "m"),)]) == cost(HI_TOKENS, 20)
+        text = _settled(scrape)
+        spend = _values(text, "llmbudget_gateway_spend_dollars_total")
+        assert _money(spend[(("model", "m"),)]) == cost(HI_TOKENS, 20)

@@ -176,6 +176,40 @@ def test_a_failing_call_is_rolled_back_alone_inside_its_group(tmp_path: Path) ->
     store.close()
 
 
+def test_reads_grouped_with_writes_answer_within_the_groups_transaction(tmp_path: Path) -> None:
+    """A usage read queued together with settles (a status page under load) reads inside
+    the group's transaction instead of failing to open one of its own."""
+    from llmbudget.operations import Usage_
+
+    store = _store(tmp_path)
+    lines = (Line("user:c", 0, None),)
+    for i in range(50):
+        store.reserve(f"h{i}", lines, 2, NOW + 60, NOW)
+    sizes: list[int] = []
+    real = store._run_group
+
+    def counted(calls: Sequence[Any]) -> list[Any]:
+        sizes.append(len(calls))
+        return real(calls)
+
+    store._run_group = counted  # type: ignore[method-assign]
+
+    async def main() -> list[Any]:
+        calls = []
+        for i in range(50):
+            calls.append(run_async(_one(Settle(store, f"h{i}", 1, "m", NOW))))
+            calls.append(run_async(_one(Usage_(store, "user:c", 0, NOW))))
+        return await asyncio.gather(*calls)
+
+    results = asyncio.run(main())
+    assert max(sizes) > 1  # reads and writes did share groups
+    reads = results[1::2]
+    # Each read is consistent: what settled moved from held to spent, never both or neither.
+    assert all(2 * usage.spent + usage.held == 100 for usage in reads)
+    assert (reads[-1].spent, reads[-1].held) == (50, 0)
+    store.close()
+
+
 def test_a_read_before_the_database_exists_still_creates_nothing(tmp_path: Path) -> None:
     store = SQLiteStore(str(tmp_path / "absent.db"))
 

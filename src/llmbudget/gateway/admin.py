@@ -4,7 +4,7 @@
 ``POST   /v1/keys``        create; the only response that ever contains the secret (``key``)
 ``GET    /v1/keys``        list (``?user=``, ``?team=``, ``?include_revoked=false``)
 ``GET    /v1/keys/{id}``   one key, with the current spend of its budgets
-``PATCH  /v1/keys/{id}``   change models, budget/period, model_budgets, expiry, name, team, org
+``PATCH  /v1/keys/{id}``   change models, budget/period, model_budgets, expiry, name, team, org, rate limits
 ``DELETE /v1/keys/{id}``   revoke (the record stays so logs and budgets still name it)
 ``GET    /v1/spend/logs``  spend log (``since``/``until`` ISO 8601 or epoch, ``limit``,
                            ``key``, ``user``, ``team``, ``model``)
@@ -131,6 +131,7 @@ async def key_view(gateway: Gateway, key: VirtualKey) -> dict[str, Any]:
     spend: dict[str, Any] = {}
     budgets = [
         *gateway.planner.general_budgets(key, None)[:1],  # the key's own scope comes first
+        *key.limits.budgets("gw-key", key.id),  # then its rate limits, in their units
         *(
             spec.budget(scope_key("gw-key-model", key.id, m), key.created_at)
             for m, spec in key.model_budgets.items()

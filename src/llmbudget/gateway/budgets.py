@@ -7,46 +7,65 @@ public model *M*, sent to deployment *D*, the scopes are, in this order:
 scope                               budget from                                when
 ==================================  =========================================  ===========
 ``gw-key:<K>``                      the key's ``budget``                       always (tracks spend even uncapped)
+``gw-key-<limit>:<K>``              the key's rate limits                      if set
 ``gw-user:<U>``                     ``users.<U>``                              if capped
+``gw-user-<limit>:<U>``             ``users.<U>``'s rate limits                if set
 ``gw-end-user:<E>``                 ``end_users.<E>`` or ``budgets.end_user``  if capped
+``gw-end-user-<limit>:<E>``         the same entries' rate limits              if set
 ``gw-team:<T>``                     ``teams.<T>``                              if capped
+``gw-team-<limit>:<T>``             ``teams.<T>``'s rate limits                if set
 ``gw-org:<O>``                      ``orgs.<O>``                               if capped
+``gw-org-<limit>:<O>``              ``orgs.<O>``'s rate limits                 if set
 ``gw-global``                       ``budgets.global``                         if capped
 ``gw-key-model:<K>:<M>``            the key's ``model_budgets.<M>``            if capped
 ``gw-user-model:<U>:<M>``           ``users.<U>.model_budgets.<M>``            if capped
 ``gw-team-model:<T>:<M>``           ``teams.<T>.model_budgets.<M>``            if capped
 ``gw-org-model:<O>:<M>``            ``orgs.<O>.model_budgets.<M>``             if capped
 ``gw-model:<M>``                    ``budgets.models.<M>``                     if capped
+``gw-model-<limit>:<M>``            ``budgets.models.<M>``'s rate limits       if set
 ``gw-deployment:<D>``               the deployment's ``budget``                if capped
+``gw-deployment-tpm:<D>``           the deployment's ``tpm``                   if set
 ==================================  =========================================  ===========
+
+``<limit>`` is ``rpm`` (``rpm_limit``: requests per minute), ``tpm`` (``tpm_limit``: tokens
+per minute), ``tpd`` (``tpd_limit``: tokens per day) or ``parallel``
+(``max_parallel_requests``: calls in flight), each a budget in its unit on its own scope
+(see :mod:`.rate_limits`); ``describe_scope`` reads ``gw-key-rpm:key_1`` as ``key key_1``.
 
 Each has its own period. The order is deliberate: the store names the *first* scope that
 would go over, so a refusal on a model scope means every general scope had room (a
-fallback model may still be served), and a refusal on the deployment scope means
-everything else had room (another deployment may still be used).
+fallback model may still be served), and a refusal on a deployment scope (its dollars or
+its ``tpm``) means everything else had room (another deployment may still be used). A
+rate limit refuses like a budget does, and routes the same way.
 
 The team is the key's, else the user's; the org is the key's, else the team's, else the
 user's. End users are named globally (as in LiteLLM): two keys sending the same ``user``
-share that end user's budget.
+share that end user's budget and limits. A named ``end_users.<E>`` entry's budget
+(and, separately, its limits) replaces ``budgets.end_user``'s for that end user.
 
 >>> from llmbudget.gateway.config import GatewayConfig
 >>> cfg = GatewayConfig.from_mapping({"budgets": {"global": {"budget": 100}}})
 >>> planner = ScopePlanner(cfg)
 >>> [b.scope for b in planner.general_budgets(VirtualKey("key_1", "alice", "h"), None)]
 ['gw-key:key_1', 'gw-global']
+>>> from llmbudget.gateway.rate_limits import RateLimits
+>>> limited = VirtualKey("key_2", "alice", "h", limits=RateLimits(rpm_limit=10))
+>>> [(b.scope, b.unit) for b in planner.general_budgets(limited, None)][:2]
+[('gw-key:key_2', 'usd'), ('gw-key-rpm:key_2', 'requests')]
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from llmbudget.budgets import Budget, scope_key
 from llmbudget.gateway.config import BudgetSpec, Deployment, Entity, GatewayConfig
 from llmbudget.gateway.entities import EntityDirectory
 from llmbudget.gateway.keys import VirtualKey
+from llmbudget.gateway.rate_limits import LIMIT_SUFFIXES, limit_kind
 
-__all__ = ["Owners", "ScopePlanner", "describe_scope"]
+__all__ = ["Owners", "ScopePlanner", "describe_scope", "scope_window"]
 
 K = TypeVar("K")
 
@@ -92,6 +111,14 @@ class ScopePlanner:
         self.entities = entities if entities is not None else EntityDirectory(None, config)
         self._general: dict[tuple[str, float, int, str | None], tuple[Budget, ...]] = {}
         self._model: dict[tuple[str, float, int, str], tuple[Budget, ...]] = {}
+        self._deployment: dict[str, tuple[Budget, ...]] = {}
+        for dep in config.deployments:
+            own = () if dep.budget is None else (dep.budget.budget(dep.scope),)
+            self._deployment[dep.id] = (*own, *dep.limits.budgets("gw-deployment", dep.id))
+        self._deployment_scopes = {
+            dep_id: frozenset({scope_key("gw-deployment", dep_id), *(b.scope for b in budgets)})
+            for dep_id, budgets in self._deployment.items()
+        }
 
     def owners(self, key: VirtualKey) -> Owners:
         user = self.entities.user(key.user)
@@ -129,21 +156,23 @@ class ScopePlanner:
         if found is not None:
             return found
         cfg = self.config
-        owners = self.owners(key)
         user, team, org = self._entities(key)
         budgets: list[Budget] = [_budget(key.budget, scope_key("gw-key", key.id), key.created_at)]
-        if user is not None and user.budget is not None:
-            budgets.append(user.budget.budget(scope_key("gw-user", owners.user)))
+        budgets += key.limits.budgets("gw-key", key.id)
+        if user is not None:
+            budgets += _entity_budgets(user, "gw-user")
         if end_user is not None:
             # An end user without a budget of its own has the default one.
             known = self.entities.end_user(end_user)
             spec = known.budget if known is not None and known.budget else cfg.end_user_budget
             if spec is not None:
                 budgets.append(spec.budget(scope_key("gw-end-user", end_user)))
-        if team is not None and team.budget is not None:
-            budgets.append(team.budget.budget(scope_key("gw-team", team.name)))
-        if org is not None and org.budget is not None:
-            budgets.append(org.budget.budget(scope_key("gw-org", org.name)))
+            limits = known.limits if known is not None and known.limits else cfg.end_user_limits
+            budgets += limits.budgets("gw-end-user", end_user)
+        if team is not None:
+            budgets += _entity_budgets(team, "gw-team")
+        if org is not None:
+            budgets += _entity_budgets(org, "gw-org")
         if cfg.global_budget is not None:
             budgets.append(cfg.global_budget.budget("gw-global"))
         result = tuple(budgets)
@@ -172,6 +201,8 @@ class ScopePlanner:
                 )
         if model in self.config.model_budgets:
             budgets.append(self.config.model_budgets[model].budget(scope_key("gw-model", model)))
+        if model in self.config.model_limits:
+            budgets += self.config.model_limits[model].budgets("gw-model", model)
         result = tuple(budgets)
         self._store(self._model, cache_key, result)
         return result
@@ -180,19 +211,29 @@ class ScopePlanner:
         self, key: VirtualKey, end_user: str | None, model: str, deployment: Deployment
     ) -> list[Budget]:
         """Every budget of one attempt, in the order described in the module docstring."""
-        out = [*self.general_budgets(key, end_user), *self.model_budgets(key, model)]
-        if deployment.budget is not None:
-            out.append(deployment.budget.budget(deployment.scope))
-        return out
+        return [
+            *self.general_budgets(key, end_user),
+            *self.model_budgets(key, model),
+            *self._deployment.get(deployment.id, ()),
+        ]
+
+    def deployment_scopes(self, deployment: Deployment) -> frozenset[str]:
+        """The scopes of ``deployment`` itself (its dollars and its ``tpm``): a refusal by
+        one of them lets another deployment be tried."""
+        return self._deployment_scopes.get(deployment.id, frozenset({deployment.scope}))
 
     def entity_budgets(self, kind: str, entity: Entity) -> list[Budget]:
         """The budgets of one ``user``, ``team``, ``org`` or ``end_user`` (kind), as requests
-        are held against them: its own, then its per-model ones."""
+        are held against them: its own, its rate limits, then its per-model ones."""
         scope_kind = _ENTITY_SCOPES[kind]
-        spec = entity.budget
-        if kind == "end_user" and spec is None:
-            spec = self.config.end_user_budget
-        out = [] if spec is None else [spec.budget(scope_key(scope_kind, entity.name))]
+        if kind == "end_user":
+            # An end user without a budget or limits of its own has the defaults.
+            entity = replace(
+                entity,
+                budget=entity.budget or self.config.end_user_budget,
+                limits=entity.limits or self.config.end_user_limits,
+            )
+        out = list(_entity_budgets(entity, scope_kind))
         for model, model_spec in entity.model_budgets.items():
             out.append(model_spec.budget(scope_key(f"{scope_kind}-model", entity.name, model)))
         return out
@@ -206,13 +247,16 @@ class ScopePlanner:
                 out += self.entity_budgets(kind, entity)
         for name, spec in cfg.end_users.items():
             out.append(spec.budget(scope_key("gw-end-user", name)))
+        for name, limits in cfg.end_users_limits.items():
+            out += limits.budgets("gw-end-user", name)
         if cfg.global_budget is not None:
             out.append(cfg.global_budget.budget("gw-global"))
         for model, spec in cfg.model_budgets.items():
             out.append(spec.budget(scope_key("gw-model", model)))
-        for dep in cfg.deployments:
-            if dep.budget is not None:
-                out.append(dep.budget.budget(dep.scope))
+        for model, limits in cfg.model_limits.items():
+            out += limits.budgets("gw-model", model)
+        for budgets in self._deployment.values():
+            out += budgets
         return out
 
     @staticmethod
@@ -223,16 +267,39 @@ class ScopePlanner:
 
 
 def describe_scope(scope: str) -> str:
-    """A readable name for a gateway scope: ``gw-team:ml`` -> ``team ml``.
+    """A readable name for a gateway scope: ``gw-team:ml`` -> ``team ml``; a rate limit's
+    scope reads as its owner's (``gw-key-rpm:key_1`` -> ``key key_1``).
 
     >>> describe_scope("gw-key-model:key_1:gpt-4o")
     'model on key key_1:gpt-4o'
+    >>> describe_scope("gw-end-user-tpm:bob")
+    'end user bob'
     """
     kind, _, rest = scope.partition(":")
+    split = limit_kind(kind)
+    if split is not None:
+        kind = split[0]
     label = _KIND_LABELS.get(kind)
     if label is None:
         return scope
     return f"{label} {rest}".strip() if rest else label
+
+
+def scope_window(scope: str) -> str | None:
+    """How a rate limit's window reads (``"per minute"``, ``"per day"``, ``"at once"``);
+    ``None`` for a scope that is no rate limit's.
+
+    >>> scope_window("gw-model-tpd:gpt-4o"), scope_window("gw-model:gpt-4o")
+    ('per day', None)
+    """
+    split = limit_kind(scope.partition(":")[0])
+    return LIMIT_SUFFIXES[split[1]] if split is not None else None
+
+
+def _entity_budgets(entity: Entity, kind: str) -> tuple[Budget, ...]:
+    """A user's, team's or org's own budget (if capped) and rate limits."""
+    own = () if entity.budget is None else (entity.budget.budget(scope_key(kind, entity.name)),)
+    return (*own, *entity.limits.budgets(kind, entity.name))
 
 
 def _budget(spec: BudgetSpec | None, scope: str, created_at: float) -> Budget:

@@ -10,6 +10,7 @@
           api_key: os.environ/OPENAI_API_KEY      # or api_key_env: OPENAI_API_KEY
           weight: 2                   # share of traffic (weighted strategies)
           rpm: 500                    # skip this deployment past 500 requests a minute
+          tpm: 200000                 # ... and past 200,000 tokens a minute (enforced atomically)
           budget: 200                 # the provider account's own cap (dollars) ...
           period: monthly             # ... per calendar month
           input_cost_per_token: 0.0000025   # override prices (else genai-prices' data)
@@ -27,9 +28,9 @@
       store: sqlite:///gateway.db
     budgets:
       global: {budget: 1000, period: monthly}
-      end_user: {budget: 1, period: daily}         # every OpenAI ``user`` value
-      models: {gpt-4o: {budget: 300, period: monthly}}
-    users: {alice: {budget: 20, period: monthly, team: ml}}
+      end_user: {budget: 1, period: daily, rpm_limit: 20}   # every OpenAI ``user`` value
+      models: {gpt-4o: {budget: 300, period: monthly, tpm_limit: 500000}}
+    users: {alice: {budget: 20, period: monthly, team: ml, rpm_limit: 60}}
     teams: {ml: {budget: 200, period: monthly, org: acme, models: [gpt-4o, gpt-4o-mini]}}
     orgs:  {acme: {budget: 1000, period: monthly}}
     keys:                              # optional static keys (API-created keys live in the store)
@@ -38,7 +39,10 @@
 A budget is written ``budget`` (or LiteLLM's ``max_budget``) in dollars with ``period``
 (or ``budget_duration``; absent: lifetime), optional ``timezone`` and ``rolling``.
 ``model_budgets: {gpt-4o: {budget: 5, period: daily}}`` caps one model's spend on a key,
-user, team or org. Anything malformed raises :class:`~llmbudget.errors.InvalidInputError`
+user, team or org. Rate limits (``rpm_limit``, ``tpm_limit``, ``tpd_limit``,
+``max_parallel_requests``: :mod:`.rate_limits`) sit beside the budget of a key, user,
+team, org, end user or ``budgets.models`` entry; a deployment's ``tpm`` limits its
+tokens per minute. Anything malformed raises :class:`~llmbudget.errors.InvalidInputError`
 at load time, naming where: a gateway never starts with a budget it would misread. Every
 mapping refuses keys it does not know, with the path and the closest known key
 (``users.alice.budgett: unknown key; did you mean 'budget'?``), and a model budget must
@@ -75,6 +79,7 @@ from llmbudget.gateway.config_schema import (
     GatewayFile,
     GeneralSettings,
     LooseBudgetModel,
+    RateLimitFields,
     RouterModel,
 )
 from llmbudget.gateway.rate_limits import RATE_LIMIT_FIELDS, RateLimits
@@ -233,7 +238,7 @@ class Entity:
             models=parse_models(model.models, where),
             team=getattr(model, "team", None),
             org=getattr(model, "org", None),
-            limits=RateLimits.parse(model.model_dump(include=set(RATE_LIMIT_FIELDS)), where),
+            limits=_limits_of(model, where),
         )
 
 
@@ -257,6 +262,8 @@ class Deployment:
     max_tokens_param: str = "max_tokens"
     headers: Mapping[str, str] = field(default_factory=dict)
     api: str = "openai"
+    #: The deployment's own rate limits (its ``tpm``), enforced like its ``budget``.
+    limits: RateLimits = field(default_factory=RateLimits)
 
     @property
     def scope(self) -> str:
@@ -327,6 +334,10 @@ class GatewayConfig:
     model_budgets: Mapping[str, BudgetSpec] = field(default_factory=dict)
     end_user_budget: BudgetSpec | None = None
     end_users: Mapping[str, BudgetSpec] = field(default_factory=dict)
+    #: Rate limits of ``budgets.models.<M>``, ``budgets.end_user`` and ``end_users.<E>``.
+    model_limits: Mapping[str, RateLimits] = field(default_factory=dict)
+    end_user_limits: RateLimits = field(default_factory=RateLimits)
+    end_users_limits: Mapping[str, RateLimits] = field(default_factory=dict)
     users: Mapping[str, Entity] = field(default_factory=dict)
     teams: Mapping[str, Entity] = field(default_factory=dict)
     orgs: Mapping[str, Entity] = field(default_factory=dict)
@@ -393,6 +404,9 @@ class GatewayConfig:
                 for name, model in (file.end_users or {}).items()
                 if (spec := BudgetSpec.of(model)) is not None
             },
+            model_limits=_limits_table(budgets.models, "budgets.models"),
+            end_user_limits=_limits_of(budgets.end_user, "budgets.end_user"),
+            end_users_limits=_limits_table(file.end_users, "end_users"),
             users=_entities(file.users, "users"),
             teams=_entities(file.teams, "teams"),
             orgs=_entities(file.orgs, "orgs"),
@@ -417,7 +431,9 @@ class GatewayConfig:
         names = set(self.models())
         # A model budget under a name no deployment serves caps nothing: a misspelt model
         # name ("gpt-4oo") would leave the real model uncapped.
-        capped: list[tuple[str, str]] = [(f"budgets.models.{m}", m) for m in self.model_budgets]
+        capped: list[tuple[str, str]] = [
+            (f"budgets.models.{m}", m) for m in {**self.model_budgets, **self.model_limits}
+        ]
         for kind, table in (("users", self.users), ("teams", self.teams), ("orgs", self.orgs)):
             for name, entity in table.items():
                 capped += [(f"{kind}.{name}.model_budgets.{m}", m) for m in entity.model_budgets]
@@ -501,6 +517,25 @@ def _model_budgets(raw: Mapping[str, BudgetModel | None] | None) -> dict[str, Bu
         spec = BudgetSpec.of(value)
         if spec is not None:
             out[model] = spec
+    return out
+
+
+def _limits_of(model: RateLimitFields | None, where: str) -> RateLimits:
+    """The rate limits of a validated config entry (none set: an empty :class:`RateLimits`)."""
+    if model is None:
+        return RateLimits()
+    return RateLimits.parse(model.model_dump(include=set(RATE_LIMIT_FIELDS)), where)
+
+
+def _limits_table(
+    table: Mapping[str, RateLimitFields | None] | None, where: str
+) -> dict[str, RateLimits]:
+    """The entries of ``table`` that set a rate limit, by name."""
+    out: dict[str, RateLimits] = {}
+    for name, model in (table or {}).items():
+        limits = _limits_of(model, f"{where}.{name}")
+        if limits:
+            out[name] = limits
     return out
 
 
@@ -603,6 +638,7 @@ def _deployment(entry: DeploymentModel, index: int, book: PriceBook) -> Deployme
         max_tokens_param=str(param_name),
         headers={str(k): str(v) for k, v in headers_raw.items()},
         api=api,
+        limits=RateLimits(tpm_limit=params.get("tpm")),
     )
 
 

@@ -42,7 +42,9 @@ __all__ = [
     "EntityModel",
     "GatewayFile",
     "GeneralSettings",
+    "LimitedBudgetModel",
     "LooseBudgetModel",
+    "RateLimitFields",
     "RouterModel",
     "StaticKeyModel",
 ]
@@ -62,13 +64,6 @@ def _http_url(value: str | None) -> str | None:
     if value is not None and not value.startswith(("http://", "https://")):
         raise ValueError("must be an http(s) URL")
     return value
-
-
-def _refuse_tpm(value: object) -> None:
-    if value is not None:
-        raise ValueError(
-            "tpm (tokens per minute) is not enforced by this gateway: remove it (rpm is)"
-        )
 
 
 Money = Annotated[Any, AfterValidator(_limit)]
@@ -136,15 +131,25 @@ ModelBudgets = dict[Name, BudgetModel | None]
 Limit = Annotated[StrictInt, Field(ge=1)] | None
 
 
-class EntityModel(BudgetFields):
-    """An org: its budget, per-model budgets, allowed models and rate limits."""
+class RateLimitFields(StrictModel):
+    """Rate limits under LiteLLM's names (see :mod:`.rate_limits`)."""
 
-    model_budgets: ModelBudgets | None = None
-    models: list[StrictStr] | None = None
     rpm_limit: Limit = None
     tpm_limit: Limit = None
     tpd_limit: Limit = None
     max_parallel_requests: Limit = None
+
+
+class LimitedBudgetModel(BudgetModel, RateLimitFields):
+    """A budget with rate limits: an end user's (``end_users.<E>``, ``budgets.end_user``)
+    or a model's (``budgets.models.<M>``). Either may be given alone."""
+
+
+class EntityModel(BudgetFields, RateLimitFields):
+    """An org: its budget, per-model budgets, allowed models and rate limits."""
+
+    model_budgets: ModelBudgets | None = None
+    models: list[StrictStr] | None = None
 
 
 class TeamModel(EntityModel):
@@ -168,7 +173,7 @@ class DeploymentParams(StrictModel):
     )
     weight: Annotated[Number, Field(gt=0)] | None = None
     rpm: Annotated[StrictInt, Field(ge=1)] | None = None
-    tpm: Annotated[Any, AfterValidator(_refuse_tpm)] = None
+    tpm: Annotated[StrictInt, Field(ge=1)] | None = None
     budget: Money = _alias("budget", "max_budget")
     period: StrictStr | None = _alias("period", "budget_duration")
     timezone: StrictStr | None = None
@@ -244,8 +249,8 @@ class GeneralSettings(StrictModel):
 
 class BudgetsModel(StrictModel):
     global_: BudgetModel | None = _alias("global")
-    end_user: BudgetModel | None = None
-    models: ModelBudgets | None = None
+    end_user: LimitedBudgetModel | None = None
+    models: dict[Name, LimitedBudgetModel | None] | None = None
 
 
 class StaticKeyModel(StrictModel):
@@ -285,6 +290,6 @@ class GatewayFile(StrictModel):
     users: dict[Name, UserModel | None] | None = None
     teams: dict[Name, TeamModel | None] | None = None
     orgs: dict[Name, EntityModel | None] | None = None
-    end_users: dict[Name, BudgetModel | None] | None = None
+    end_users: dict[Name, LimitedBudgetModel | None] | None = None
     keys: list[StaticKeyModel] | None = None
     store: StrictStr | None = None

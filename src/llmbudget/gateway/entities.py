@@ -218,7 +218,10 @@ class EntityDirectory:
             "team": config.teams,
             "org": config.orgs,
             "end_user": {
-                name: Entity(name=name, budget=spec) for name, spec in config.end_users.items()
+                name: Entity(
+                    name=name, budget=spec, limits=config.end_users_limits.get(name, RateLimits())
+                )
+                for name, spec in config.end_users.items()
             },
         }
         self._cache: dict[tuple[str, str], tuple[float, EntityRecord | None]] = {}

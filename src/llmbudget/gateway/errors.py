@@ -11,6 +11,7 @@ Every refusal is JSON that the official SDKs parse into the matching exception::
 404    ``model_not_found``       no deployment serves the model (``NotFoundError``)
 400    ``invalid_request``       bad JSON or fields; nothing is reserved or stored
 429    ``budget_exceeded``       a budget would be passed (``RateLimitError``), with ``Retry-After``
+429    ``rate_limit_exceeded``   a rate limit would be passed, with ``x-ratelimit-*`` headers
 503    ``no_deployment``         every deployment is cooling down or out of budget
 =====  ========================  =======================================================
 
@@ -58,17 +59,12 @@ def error_response(status: int, code: str, message: str, **kwargs: Any) -> JSONR
     return GatewayError(status, code, message, **kwargs).response()
 
 
-def budget_error(exc: BudgetExceededError, now: float, *, label: str | None = None) -> GatewayError:
-    """The 429 for a refused reserve (see :func:`llmbudget.http_errors.budget_exceeded_error`),
-    its message naming the budget by ``label`` when given."""
-    who = f"{label} ({exc.scope})" if label else exc.scope
-    when = f"; resets at {exc.resets_at.isoformat()}" if exc.resets_at else "; it never resets"
-    money = exc.to_dict()
-    message = (
-        f"budget exceeded for {who}: limit ${money['limit']}, spent ${money['spent']}, "
-        f"held ${money['held']}, this request needs up to ${money['requested']}{when}"
-    )
-    shared = budget_exceeded_error(exc, now, message=message)
+def budget_error(
+    exc: BudgetExceededError, now: float, *, label: str | None = None, per: str | None = None
+) -> GatewayError:
+    """The 429 for a refused reserve, a budget's or a rate limit's (see
+    :func:`llmbudget.http_errors.budget_exceeded_error`), as a :class:`GatewayError`."""
+    shared = budget_exceeded_error(exc, now, label=label, per=per)
     return GatewayError(
         shared.status, shared.code, shared.message, type_=shared.type, headers=shared.headers,
         extra=shared.extra,

@@ -49,7 +49,7 @@ from llmbudget.errors import (
     PricingError,
     StoreError,
 )
-from llmbudget.gateway.budgets import ScopePlanner, describe_scope
+from llmbudget.gateway.budgets import ScopePlanner, describe_scope, scope_window
 from llmbudget.gateway.config import Deployment, GatewayConfig
 from llmbudget.gateway.entities import EntityDirectory
 from llmbudget.gateway.errors import GatewayError, budget_error
@@ -393,7 +393,7 @@ class Gateway:
             m for m in self.config.router.budget_fallbacks.get(call.model, ())
             if self.planner.allows(key, m)
         ]  # fmt: skip
-        if refusal is not None and cheaper:
+        if refusal is not None and refusal.unit == "usd" and cheaper:
             # The budget cannot pay for the model asked for: degrade rather than stop.
             call.downgraded_from = call.model
             downgrade = [(m, self.router.plan(m)[0][1]) for m in cheaper]
@@ -445,7 +445,7 @@ class Gateway:
                 try:
                     meter = await self._open(call, model, dep, budgets)
                 except BudgetExceededError as exc:
-                    if exc.scope == dep.scope:
+                    if exc.scope in self.planner.deployment_scopes(dep):
                         refusal = refusal or exc
                         continue  # this provider account is spent: try another deployment
                     refusal = exc
@@ -464,8 +464,9 @@ class Gateway:
     ) -> Meter:
         """Reserve one attempt on ``dep``: the meter, with its cap decided."""
         call.attempts += 1
+        own = self.planner.deployment_scopes(dep)
         squeeze: Callable[[str], bool] = (
-            (lambda scope: scope != dep.scope)  # an exhausted deployment is skipped instead
+            (lambda scope: scope not in own)  # an exhausted deployment is skipped instead
             if self.config.cap_max_tokens
             else (lambda scope: False)
         )
@@ -500,7 +501,9 @@ class Gateway:
         return meter
 
     def _budget_error(self, exc: BudgetExceededError) -> GatewayError:
-        return budget_error(exc, self.clock(), label=describe_scope(exc.scope))
+        return budget_error(
+            exc, self.clock(), label=describe_scope(exc.scope), per=scope_window(exc.scope)
+        )
 
     # -- upstream ------------------------------------------------------------------------------
 
@@ -821,6 +824,7 @@ class Gateway:
             "stream": call.stream,
             "endpoint": call.endpoint,
             "refused_scope": exc.scope,
+            "refused_unit": exc.unit,
         }
         try:
             await ops.AppendLog(self.ledger.store, SPEND_LOG_KIND, self.clock(), entry).arun()

@@ -452,8 +452,11 @@ class SQLiteStore(Store):
 
         def run() -> Usage:
             conn = self._conn()
-            # One read transaction, so spent, held and per-model agree with each other.
-            conn.execute("BEGIN")
+            # One read transaction, so spent, held and per-model agree with each other. A
+            # read queued in a group (group commit) is already inside the group's one.
+            own = not conn.in_transaction
+            if own:
+                conn.execute("BEGIN")
             try:
                 row = conn.execute(_SPENT, (scope, window)).fetchone()
                 held = conn.execute(_HELD, (scope, window, now)).fetchone()[0]
@@ -462,7 +465,8 @@ class SQLiteStore(Store):
                     (scope, window),
                 ).fetchall()
             finally:
-                conn.execute("COMMIT")
+                if own:
+                    conn.execute("COMMIT")
             return Usage(row[0] if row else 0, held, dict(models))
 
         return self._guard(run)
