@@ -178,14 +178,20 @@ def test_create_read_update_delete(gw: Gw) -> None:
 
     user = gw.admin("POST", "/v1/users", {"id": "ana", "team": "ml", "rpm_limit": 60,
                                           "max_parallel_requests": 2})  # fmt: skip
-    assert user["rpm_limit"] == 60 and user["max_parallel_requests"] == 2 and user["spend"] == {}
+    assert user["rpm_limit"] == 60 and user["max_parallel_requests"] == 2
+    # No dollar budget; the rate limits show how much of them is used.
+    assert {scope: s["unit"] for scope, s in user["spend"].items()} == {
+        "gw-user-rpm:ana": "requests",
+        "gw-user-parallel:ana": "concurrent",
+    }
+    assert user["spend"]["gw-user-rpm:ana"]["limit"] == "60"
     assert gw.admin("GET", "/v1/teams/ml")["members"] == ["ana"]
 
     patched = gw.admin("PATCH", "/v1/teams/ml", {"budget": 25, "metadata": None})
     assert patched["budget"]["budget"] == "25" and patched["budget"]["period"] == "30d"
     assert patched["metadata"] == {} and patched["tpm_limit"] == 5000
     uncapped = gw.admin("PATCH", "/v1/teams/ml", {"max_budget": None})
-    assert uncapped["budget"] is None and uncapped["spend"] == {}
+    assert uncapped["budget"] is None and list(uncapped["spend"]) == ["gw-team-tpm:ml"]
 
     # Deleting what a live key, user or team still names is refused; nothing is detached.
     key_id, _ = gw.key(user="ana", team="ml")

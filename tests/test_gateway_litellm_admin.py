@@ -72,6 +72,9 @@ def test_a_litellm_admin_script_gives_keys_the_sdk_uses_and_the_budgets_bind(gw:
     assert user["spend"] == 0  # it has a budget, so its spend is tracked
     uncapped = post(gw, "/user/new", {"user_id": "ulla", "auto_create_key": False})
     assert uncapped["spend"] is None and uncapped["max_budget"] is None
+    # A rate limit counts requests, never dollars: still no spend.
+    limited = post(gw, "/user/new", {"user_id": "rita", "rpm_limit": 5, "auto_create_key": False})
+    assert limited["spend"] is None and limited["rpm_limit"] == 5
 
     # Room for exactly two calls: each holds its worst case (max_tokens=20) and settles it.
     budget = ONE_CALL * 2 + Decimal("0.000004")

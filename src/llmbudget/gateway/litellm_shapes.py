@@ -174,8 +174,12 @@ def money(text: object) -> Decimal | None:
 
 def budget_fields(view: Mapping[str, Any]) -> dict[str, Any]:
     budget = view.get("budget")
-    # The own budget's scope comes first; a per-model one is never the whole spend.
-    scope, spend = next(iter(view.get("spend", {}).items()), ("", None))
+    # The own budget's scope comes first; a per-model one is never the whole spend, and a
+    # rate limit counts requests or tokens, not dollars.
+    scope, spend = next(
+        ((s, v) for s, v in view.get("spend", {}).items() if v.get("unit", "usd") == "usd"),
+        ("", None),
+    )
     if scope.partition(":")[0].endswith("-model"):
         spend = None
     return {
