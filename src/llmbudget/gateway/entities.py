@@ -217,11 +217,14 @@ class EntityDirectory:
             "user": config.users,
             "team": config.teams,
             "org": config.orgs,
+            # An end user of the config may have a budget, rate limits, or both.
             "end_user": {
                 name: Entity(
-                    name=name, budget=spec, limits=config.end_users_limits.get(name, RateLimits())
+                    name=name,
+                    budget=config.end_users.get(name),
+                    limits=config.end_users_limits.get(name, RateLimits()),
                 )
-                for name, spec in config.end_users.items()
+                for name in sorted({*config.end_users, *config.end_users_limits})
             },
         }
         self._cache: dict[tuple[str, str], tuple[float, EntityRecord | None]] = {}
