@@ -176,6 +176,11 @@ def test_spend_log_filters(gw: Gw) -> None:
     assert len(gw.logs(until="2999-01-01T00:00:00+00:00")) == 3
     r = gw.http.get("/v1/spend/logs?since=yesterday", headers={"authorization": f"Bearer {MASTER}"})
     assert r.status_code == 400
+    for bad in ("0", "ten"):
+        r = gw.http.get(
+            f"/v1/spend/logs?limit={bad}", headers={"authorization": f"Bearer {MASTER}"}
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == "limit"
 
 
 def test_config_keys_work_and_are_read_only(monkeypatch: pytest.MonkeyPatch) -> None:

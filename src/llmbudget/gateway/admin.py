@@ -40,6 +40,7 @@ __all__ = [
     "install_admin_routes",
     "key_view",
     "parse_time",
+    "query_limit",
     "read_json",
     "require_admin",
 ]
@@ -69,6 +70,20 @@ def guarded(fn: Endpoint) -> Endpoint:
     endpoint.__name__ = fn.__name__
     endpoint.__doc__ = fn.__doc__
     return endpoint
+
+
+def query_limit(request: Request, maximum: int | None = None) -> int:
+    """The ``?limit=`` of a listing (100 when absent): a whole number from 1 to ``maximum``."""
+    try:
+        limit = int(request.query_params.get("limit", "100"))
+    except ValueError:
+        raise GatewayError(
+            400, "invalid_request", "limit must be an integer", param="limit"
+        ) from None
+    if limit < 1 or (maximum is not None and limit > maximum):
+        bounds = "at least 1" if maximum is None else f"between 1 and {maximum}"
+        raise GatewayError(400, "invalid_request", f"limit must be {bounds}", param="limit")
+    return limit
 
 
 def require_admin(gateway: Gateway, request: Request) -> None:
@@ -194,14 +209,7 @@ def install_admin_routes(app: FastAPI, gateway: Gateway, prefix: str = "") -> No
     async def spend_logs(request: Request) -> Response:
         require_admin(gateway, request)
         q = request.query_params
-        try:
-            limit = int(q.get("limit", "100"))
-        except ValueError:
-            raise GatewayError(
-                400, "invalid_request", "limit must be an integer", param="limit"
-            ) from None
-        if limit < 1:
-            raise GatewayError(400, "invalid_request", "limit must be at least 1", param="limit")
+        limit = query_limit(request)
         rows = await query_spend_logs(
             gateway.ledger.store,
             since=parse_time(q.get("since"), 0.0, "since"),

@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from llmbudget.gateway.admin import guarded, read_json, require_admin
+from llmbudget.gateway.admin import guarded, query_limit, read_json, require_admin
 from llmbudget.gateway.entities import ENTITY_KINDS, EntityRecord
 from llmbudget.gateway.errors import GatewayError
 from llmbudget.gateway.proxy import Gateway
@@ -50,18 +50,7 @@ async def entity_view(gateway: Gateway, record: EntityRecord) -> dict[str, Any]:
 
 
 def _page(request: Request) -> tuple[int, str | None]:
-    q = request.query_params
-    try:
-        limit = int(q.get("limit", "100"))
-    except ValueError:
-        raise GatewayError(
-            400, "invalid_request", "limit must be an integer", param="limit"
-        ) from None
-    if not 1 <= limit <= _MAX_PAGE:
-        raise GatewayError(
-            400, "invalid_request", f"limit must be between 1 and {_MAX_PAGE}", param="limit"
-        )
-    return limit, q.get("after") or None
+    return query_limit(request, _MAX_PAGE), request.query_params.get("after") or None
 
 
 def install_entity_routes(app: FastAPI, gateway: Gateway, prefix: str = "") -> None:
