@@ -27,6 +27,7 @@ from llmbudget.server import ServerConfig, create_app
 from llmbudget.server.csrf import CSRF_FIELD
 from llmbudget.server.testing import live_server
 from llmbudget.stores.memory import MemoryStore
+from tests.dashboard_kit import logout
 from tests.gateway_fakes import HI, HI_TOKENS, FakeUpstream, ServerThread, cost, deployment
 
 KEY = "dash-admin-key-0123456789"
@@ -191,7 +192,7 @@ def test_every_form_refuses_a_post_without_its_token(dash: Dash) -> None:
 
 def test_the_token_belongs_to_the_session(dash: Dash) -> None:
     stale = token(dash.client.get("/ui/keys/new").text)
-    dash.client.get("/ui/logout")
+    logout(dash.client)
     dash.client.post("/ui/login", data={"key": KEY})
     response = dash.client.post(
         "/ui/keys/new", data={"user": "ann", CSRF_FIELD: stale}, follow_redirects=False
@@ -374,7 +375,7 @@ def test_csv_export_has_the_same_filters_and_exact_money(dash: Dash) -> None:
     assert rows[0]["time"] == "2026-03-15T11:59:50+00:00" and rows[0]["stream"] == "false"
     assert rows[1]["user"] == "'=cmd()"  # never run as a spreadsheet formula
     assert dash.client.get("/ui/spend.csv?range=custom&from=x").status_code == 400
-    dash.client.get("/ui/logout")
+    logout(dash.client)
     assert dash.client.get("/ui/spend.csv", follow_redirects=False).status_code == 303
 
 

@@ -13,6 +13,7 @@ from llmbudget.clock import FrozenClock
 from llmbudget.server import ServerConfig, create_app
 from llmbudget.server.dashboard import bar_svg, hbar_chart_svg, time_chart_svg
 from llmbudget.stores.memory import MemoryStore
+from tests.dashboard_kit import logout
 
 KEY = "ui-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -65,7 +66,7 @@ def test_login_flow_sets_an_httponly_session_cookie(client: TestClient) -> None:
     page = client.get("/ui")
     assert page.status_code == 200 and "alice" in page.text
     # The session cookie is also enough for the API (same key), and logout drops it.
-    client.get("/ui/logout")
+    logout(client)
     assert client.get("/ui", follow_redirects=False).status_code == 303
 
 

@@ -14,6 +14,7 @@ from llmbudget.clock import FrozenClock
 from llmbudget.server import ServerConfig, create_app
 from llmbudget.server.auth import SESSION_COOKIE, SESSION_KIND
 from llmbudget.stores.base import Store
+from tests.dashboard_kit import logout
 from tests.storekit import FACTORIES
 
 KEY = "session-key"
@@ -68,7 +69,7 @@ def test_sessions_are_random_server_side_and_revoked_at_logout(
         assert len(stored) == 2 and first not in stored and second not in stored
         assert _allowed(client, first) and _allowed(client, second)
         _use(client, first)
-        client.get("/ui/logout")
+        logout(client)
         # The cookie replayed after logout is refused; the other session lives on.
         assert not _allowed(client, first)
         assert _allowed(client, second)
@@ -110,3 +111,17 @@ def test_the_cookie_carries_the_session_lifetime(store: Store, clock: FrozenCloc
         response = client.post("/ui/login", data={"key": KEY}, follow_redirects=False)
         cookie = response.headers["set-cookie"]
         assert "Max-Age=900" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+
+
+def test_logout_is_a_form_with_a_csrf_token(store: Store, clock: FrozenClock) -> None:
+    # Before: GET /ui/logout ended the session, so any site could sign a user out.
+    with _app(store, clock) as client:
+        session = _login(client)
+        _use(client, session)
+        assert client.get("/ui/logout").status_code == 200
+        assert _allowed(client, session)  # a GET changes nothing
+        forged = client.post("/ui/logout", data={"csrf_token": "forged"}, follow_redirects=False)
+        assert forged.status_code == 403 and _allowed(client, session)
+        _use(client, session)
+        assert logout(client).status_code == 303
+        assert not _allowed(client, session)

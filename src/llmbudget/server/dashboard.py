@@ -34,7 +34,18 @@ from llmbudget.money import format_dollars
 
 from .auth import SESSION_COOKIE
 from .dashboard_budgets import gateway_budgets_section
-from .dashboard_page import authorized, esc, guard, link, login_page, page, set_session, table
+from .dashboard_page import (
+    authorized,
+    checked_form,
+    esc,
+    form,
+    guard,
+    link,
+    login_page,
+    page,
+    set_session,
+    table,
+)
 from .schemas import check_name
 from .state import ServerState, get_state
 
@@ -312,7 +323,21 @@ async def login(request: Request) -> Response:
 
 
 @dashboard_router.get("/logout")
-def logout(request: Request) -> Response:
+def confirm_logout(request: Request) -> Response:
+    """Ask: a GET changes nothing, so another site's link cannot sign anyone out."""
+    refused = guard(request)
+    if refused is not None:
+        return refused
+    inner = '<p>Sign out of this dashboard?</p><button type="submit">Log out</button>'
+    return page(request, "Log out", "<h1>Log out</h1>" + form(request, "/ui/logout", inner))
+
+
+@dashboard_router.post("/logout")
+async def logout(request: Request) -> Response:
+    """End the session (a form with this session's CSRF token, like every change)."""
+    fields = await checked_form(request)
+    if isinstance(fields, Response):
+        return fields
     get_state(request).auth.end_session(request.cookies.get(SESSION_COOKIE))
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")

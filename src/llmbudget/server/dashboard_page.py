@@ -98,6 +98,14 @@ def page(request: Request, title: str, body: str, *, status: int = 200) -> HTMLR
         else f'<a href="{href}">{label}</a>'
         for href, label in _NAV
     )
+    # Signing out is a POST with the session's CSRF token: a link would let any site do it.
+    # Only a signed-in browser has something to sign out of (and gets a token for it).
+    signed_in = get_state(request).auth.enabled and bool(request.cookies.get(SESSION_COOKIE))
+    logout_form = (
+        form(request, "/ui/logout", '<button type="submit">log out</button>', css="logout")
+        if signed_in
+        else ""
+    )
     doc = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -105,7 +113,7 @@ def page(request: Request, title: str, body: str, *, status: int = 200) -> HTMLR
         '<link rel="stylesheet" href="/ui/static/dashboard.css"></head><body>'
         f'<header><a class="brand" href="/ui">llmbudget</a><nav>{nav}</nav>'
         f'<span class="version">server {esc(llmbudget.__version__)}</span>'
-        '<a class="logout" href="/ui/logout">log out</a></header>'
+        f"{logout_form}</header>"
         f"<main>{body}</main></body></html>"
     )
     response = HTMLResponse(doc, status_code=status, headers=_HEADERS)
