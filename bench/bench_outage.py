@@ -35,12 +35,9 @@ import os
 import platform
 import re
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -50,6 +47,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the TCP proxy and private Redis of tests/storekit.py
+sys.path.insert(0, str(HERE))
+# The process helpers and the gateway server entry are bench_gateway's, shared.
+from bench_gateway import free_port, process, serve_gateway, wait_port  # noqa: E402
 
 RESULTS = HERE / "results" / "outage.json"
 PRICE = "0.00005"  # dollars per token, input and output
@@ -151,57 +151,6 @@ def gateway_config(upstream_port: int, store: str) -> dict[str, Any]:
 
 
 CLIENT_KEY = "sk-outage-client-0123456789"
-
-
-def serve_gateway(config_path: str, port: int) -> None:
-    import uvicorn
-
-    from llmbudget.gateway import create_gateway_app
-
-    app = create_gateway_app(config_path)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
-
-
-@contextlib.contextmanager
-def process(
-    args: list[str], env: dict[str, str] | None = None, log: Path | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        if log:
-            out.close()  # type: ignore[union-attr]
 
 
 # --------------------------------------------------------------------------- the run
