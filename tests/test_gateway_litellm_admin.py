@@ -272,3 +272,35 @@ def test_config_keys_are_found_by_secret_and_stay_read_only(tmp_path: Path) -> N
         assert gateway.store.list_docs("gw-team") == []
         error = post(gateway, "/key/update", {"key": secret, "max_budget": 1}, status=409)
         assert error["error"]["code"] == "key_in_config"
+
+
+def test_rate_limits_of_a_generated_key_and_team_bind(tmp_path: Path) -> None:
+    from llmbudget.clock import FrozenClock
+
+    # A frozen clock: the calls below must share one calendar minute.
+    clock = FrozenClock(datetime(2026, 3, 15, 12, 0, 5, tzinfo=UTC).timestamp())
+    upstream = FakeUpstream()
+    with (
+        sqlite_store(tmp_path) as store,
+        ServerThread(upstream.app()) as server,
+        Gw({"model_list": [deployment(server.url, "m")]}, store=store, clock=clock) as gw,
+    ):
+        _limits_bind(gw)
+
+
+def _limits_bind(gw: Gw) -> None:
+    post(gw, "/team/new", {"team_id": "ops", "rpm_limit": 3})
+    generated = post(gw, "/key/generate", {"user_id": "eve", "team_id": "ops", "rpm_limit": 2})
+    client = sdk(gw, generated["key"])
+    for _ in range(2):
+        client.chat.completions.create(model="m", messages=HI, max_tokens=20)  # type: ignore[arg-type]
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="m", messages=HI, max_tokens=20)  # type: ignore[arg-type]
+    assert refused.value.code == "rate_limit_exceeded"
+    assert refused.value.response.headers["x-ratelimit-limit-requests"] == "2"
+    # The team's own limit binds a second key of the team: 2 calls made, 1 left.
+    other = sdk(gw, post(gw, "/key/generate", {"user_id": "fay", "team_id": "ops"})["key"])
+    other.chat.completions.create(model="m", messages=HI, max_tokens=20)  # type: ignore[arg-type]
+    with pytest.raises(openai.RateLimitError) as team_refused:
+        other.chat.completions.create(model="m", messages=HI, max_tokens=20)  # type: ignore[arg-type]
+    assert "team ops" in str(team_refused.value)
