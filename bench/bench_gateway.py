@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,14 +163,20 @@ class _Upstream(asyncio.Protocol):
                 self.transport.write(self.STREAM if stream else self.PLAIN)
 
 
-def serve_upstream(port: int) -> None:
+def serve_protocol(factory: Callable[[], asyncio.Protocol], port: int) -> None:
+    """Serve raw-asyncio ``factory`` protocols on 127.0.0.1:``port`` until killed."""
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(_Upstream, "127.0.0.1", port, backlog=1024)
+        server = await loop.create_server(factory, "127.0.0.1", port, backlog=1024)
         async with server:
             await server.serve_forever()
 
     asyncio.run(main())
+
+
+def serve_upstream(port: int) -> None:
+    serve_protocol(_Upstream, port)
 
 
 # --------------------------------------------------------------------------- gateway process

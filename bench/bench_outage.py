@@ -49,7 +49,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the TCP proxy and private Redis of tests/storekit.py
 sys.path.insert(0, str(HERE))
 # The process helpers and the gateway server entry are bench_gateway's, shared.
-from bench_gateway import free_port, process, serve_gateway, wait_port  # noqa: E402
+from bench_gateway import (  # noqa: E402
+    free_port,
+    process,
+    serve_gateway,
+    serve_protocol,
+    wait_port,
+)
 
 RESULTS = HERE / "results" / "outage.json"
 PRICE = "0.00005"  # dollars per token, input and output
@@ -116,14 +122,7 @@ class _Upstream(asyncio.Protocol):
 
 def serve_upstream(port: int, delay: float) -> None:
     _Upstream.delay = delay
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(_Upstream, "127.0.0.1", port, backlog=1024)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
+    serve_protocol(_Upstream, port)
 
 
 # --------------------------------------------------------------------------- gateway

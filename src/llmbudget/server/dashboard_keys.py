@@ -139,6 +139,18 @@ def _no_gateway(request: Request) -> Response:
     return page(request, "Keys", body, status=404)
 
 
+async def _posted(request: Request) -> tuple[dict[str, str], Gateway] | Response:
+    """A key form's fields (its CSRF token checked) and the gateway they are for, or the
+    response that ends the request."""
+    fields = await checked_form(request)
+    if isinstance(fields, Response):
+        return fields
+    gateway = gateway_of(request)
+    if gateway is None:
+        return _no_gateway(request)
+    return fields, gateway
+
+
 def _state_word(key: VirtualKey, now: float) -> str:
     if key.revoked:
         return "revoked"
@@ -206,12 +218,10 @@ def new_key_form(request: Request) -> Response:
 @keys_router.post("/keys/new")
 async def create_key(request: Request) -> Response:
     """Create a key; the page that answers is the only one that ever shows its secret."""
-    fields = await checked_form(request)
-    if isinstance(fields, Response):
-        return fields
-    gateway = gateway_of(request)
-    if gateway is None:
-        return _no_gateway(request)
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    fields, gateway = posted
     try:
         key, secret = await gateway.keys.create(key_fields(fields, edit=False))
     except (LLMBudgetError, ApiError) as exc:
@@ -302,12 +312,10 @@ async def key_page(request: Request, key_id: str) -> Response:
 @keys_router.post("/keys/{key_id}")
 async def edit_key(request: Request, key_id: str) -> Response:
     """Change a key's budget, period, models, rate limits, name, team or org."""
-    fields = await checked_form(request)
-    if isinstance(fields, Response):
-        return fields
-    gateway = gateway_of(request)
-    if gateway is None:
-        return _no_gateway(request)
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    fields, gateway = posted
     try:
         await gateway.keys.update(key_id, key_fields(fields, edit=True))
     except (LLMBudgetError, ApiError) as exc:
@@ -339,12 +347,10 @@ async def confirm_revoke(request: Request, key_id: str) -> Response:
 
 @keys_router.post("/keys/{key_id}/revoke")
 async def revoke_key(request: Request, key_id: str) -> Response:
-    fields = await checked_form(request)
-    if isinstance(fields, Response):
-        return fields
-    gateway = gateway_of(request)
-    if gateway is None:
-        return _no_gateway(request)
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    _, gateway = posted
     try:
         await gateway.keys.revoke(key_id)
     except (LLMBudgetError, ApiError) as exc:
